@@ -1,0 +1,201 @@
+"""Cutting one key's records into groups under the token budget, and composing samples.
+
+The result is defined by a simple sequential procedure: walk the records in sort-key
+order; for group g draw a target size from (seed, epoch, key, g); take records while
+the group is under that size and its *estimated* length fits the budget; compose the
+sample and count it exactly; if it is over the budget, drop records from its end
+until it fits (a lone record falls back to its plain form, which always fits); the
+next group starts at the first record not taken. The implementation composes a window
+of groups ahead and counts them in one tokenizer call, redoing the window only after
+a shrink, which gives the same result with far fewer tokenizer calls.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from transforms.core.randomness import HashStream
+from transforms.core.records import Record
+from transforms.core.rules import Rules
+from transforms.core.strategies import Composition, compose, primary
+from transforms.core.tokens import SampleLengths
+from transforms.core.wrap import draw_group_size
+
+_WINDOW = 64  # groups composed and counted per tokenizer call
+_SHRINK_CHUNK = 4  # prefixes of an over-budget group counted per tokenizer call
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A record with its exact length when it stands alone as a plain sample."""
+
+    record: Record
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    instruction: str
+    input: str
+    output: str
+    count: int
+    epoch: int
+    strategy: str
+    rule: Optional[str]
+    sources: tuple[str, ...]
+    response_order: tuple[str, ...]
+    masked: tuple[str, ...]
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class PackSettings:
+    seed: int
+    strategy: str
+    wrap_mode: str
+    wrap_max: int
+    max_length: int
+
+
+@dataclass(frozen=True)
+class Overheads:
+    """Upper estimates of what composing adds to the records' own lengths.
+
+    They only steer how many records a group takes; the exact count of the composed
+    sample decides whether it fits.
+    """
+
+    template: int  # tokens of the length template itself, paid once per sample
+    fixed: int  # the meta-instruction
+    per_record: int  # label, tags, separators and a listed number, per record
+
+    def estimate(self, record_tokens: int, count: int) -> int:
+        return record_tokens - (count - 1) * self.template + self.fixed + self.per_record * count
+
+    @classmethod
+    def measure(cls, lengths: SampleLengths, rules: Rules) -> "Overheads":
+        big = 99
+        fills = {
+            "label": '"Question 99 -"', "begin": '"=== reply 99 ==="', "end": '"=== end of reply 99 ==="',
+            "sequence": "", "numbers": "", "m": big,
+        }
+        phrasings = [p.format(**fills) for p in rules.all_phrasings()]
+        labels = [label.format(n=big) for label in rules.labels]
+        tags = [f"{begin.format(n=big)}\n\n{end.format(n=big)}" for begin, end in rules.tags]
+        separators = list(rules.instruction_separators) + [rules.response_separator]
+        counted = lengths.counter.count(phrasings + labels + tags + separators + [", 99"])
+        phrasing_cost, rest = counted[: len(phrasings)], counted[len(phrasings):]
+        label_cost, rest = rest[: len(labels)], rest[len(labels):]
+        tag_cost, rest = rest[: len(tags)], rest[len(tags):]
+        separator_cost, number_cost = rest[:-1], rest[-1]
+        layout_cost = 4  # the blank lines around the meta-instruction
+        return cls(
+            template=lengths.count([("", "")])[0],
+            fixed=2 * max(phrasing_cost) + layout_cost,  # a format phrasing plus a rule phrasing
+            per_record=2 * max(label_cost) + max(tag_cost) + 2 * max(separator_cost) + 2 * number_cost,
+        )
+
+
+def order_records(items: Sequence[tuple[int, Measured]]) -> tuple[list[Measured], list[Measured]]:
+    """Sorts one key's records by their sort key; returns (kept, duplicates).
+
+    Records sharing an id always share a key, so duplicates are found here: the one
+    with the smallest origin is kept.
+    """
+    by_origin = sorted(items, key=lambda item: _origin_order(item[1].record.origin))
+    seen, kept, duplicates = set(), [], []
+    for sort_key, measured in by_origin:
+        if measured.record.id in seen:
+            duplicates.append(measured)
+        else:
+            seen.add(measured.record.id)
+            kept.append((sort_key, measured))
+    kept.sort(key=lambda item: (item[0], item[1].record.id))
+    return [measured for _, measured in kept], duplicates
+
+
+def _origin_order(origin: str) -> tuple[str, int]:
+    name, _, index = origin.rpartition(":")
+    return name, int(index)
+
+
+class KeyPacker:
+    """Packs the ordered records of one (epoch, key) into samples."""
+
+    def __init__(self, settings: PackSettings, rules: Rules, lengths: SampleLengths, overheads: Overheads):
+        self.settings = settings
+        self.rules = rules
+        self.lengths = lengths
+        self.overheads = overheads
+
+    def pack(self, records: Sequence[Measured], epoch: int, key: int) -> list[Sample]:
+        samples: list[Sample] = []
+        start, group = 0, 0
+        while start < len(records):
+            plans = self._plan_window(records, epoch, key, start, group)
+            compositions = [self._compose(records, epoch, key, *plan) for plan in plans]
+            counts = self.lengths.count([(c.instruction, c.output) for c in compositions])
+            for (group, first, end), composition, n_tokens in zip(plans, compositions, counts):
+                shrunk = n_tokens > self.settings.max_length
+                if shrunk:
+                    end, composition, n_tokens = self._shrink(records, epoch, key, group, first, end)
+                samples.append(_sample(records[first:end], composition, n_tokens, epoch, key, group))
+                start, group = end, group + 1
+                if shrunk:
+                    break
+        return samples
+
+    def _plan_window(self, records, epoch, key, start, group) -> list[tuple[int, int, int]]:
+        plans = []
+        while start < len(records) and len(plans) < _WINDOW:
+            end = self._plan_end(records, epoch, key, group, start)
+            plans.append((group, start, end))
+            start, group = end, group + 1
+        return plans
+
+    def _plan_end(self, records, epoch, key, group, start) -> int:
+        target = draw_group_size(self.settings.wrap_mode, self.settings.wrap_max, HashStream(self.settings.seed, epoch, key, group, "size"))
+        end, total = start + 1, records[start].n_tokens
+        while end < len(records) and (target is None or end - start < target):
+            candidate = total + records[end].n_tokens
+            if self.overheads.estimate(candidate, end - start + 1) > self.settings.max_length:
+                break
+            end, total = end + 1, candidate
+        return end
+
+    def _compose(self, records, epoch, key, group, first, end) -> Composition:
+        chosen = [m.record for m in records[first:end]]
+        stream = HashStream(self.settings.seed, epoch, key, group, "compose")
+        return compose([r.prompt for r in chosen], [r.output for r in chosen], self.settings.strategy, self.rules, stream)
+
+    def _shrink(self, records, epoch, key, group, first, end) -> tuple[int, Composition, int]:
+        """The longest prefix of the group whose composed sample fits; a lone record's plain form always does."""
+        ends = list(range(end - 1, first, -1))
+        for chunk in range(0, len(ends), _SHRINK_CHUNK):
+            tried = ends[chunk : chunk + _SHRINK_CHUNK]
+            compositions = [self._compose(records, epoch, key, group, first, e) for e in tried]
+            counts = self.lengths.count([(c.instruction, c.output) for c in compositions])
+            for e, composition, n_tokens in zip(tried, compositions, counts):
+                if n_tokens <= self.settings.max_length:
+                    return e, composition, n_tokens
+        alone = records[first]
+        return first + 1, primary([alone.record.prompt], [alone.record.output]), alone.n_tokens
+
+
+def _sample(chosen: Sequence[Measured], composition: Composition, n_tokens: int, epoch: int, key: int, group: int) -> Sample:
+    ids = [m.record.id for m in chosen]
+    return Sample(
+        id=f"e{epoch}-k{key}-g{group}",
+        instruction=composition.instruction,
+        input="",
+        output=composition.output,
+        count=len(ids),
+        epoch=epoch,
+        strategy=composition.kind,
+        rule=composition.rule,
+        sources=tuple(ids),
+        response_order=tuple(ids[i] for i in composition.response_order),
+        masked=tuple(ids[i] for i in composition.masked),
+        n_tokens=n_tokens,
+    )

@@ -1,0 +1,154 @@
+"""Input records: shape detection and validation, as pure functions.
+
+Every input line or array element becomes either a :class:`Record` or a
+:class:`Rejection` with a reason from :data:`REJECT_REASONS`; nothing is dropped.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Union
+
+REJECT_REASONS = (
+    "malformed_json",     # the line or file is not valid JSON
+    "not_an_object",      # valid JSON, but not an object
+    "unknown_shape",      # an object matching none of the supported record shapes
+    "missing_field",      # a required field is absent
+    "not_a_string",       # a text field holds something other than a string
+    "empty_instruction",  # the instruction (with its input) is empty or blank
+    "empty_response",     # the response is empty or blank
+    "multi_turn",         # a conversation with more than one user/assistant exchange
+    "unsupported_role",   # a conversation turn that is not system/user/assistant (tool calls...)
+    "over_budget",        # the record alone exceeds --max-length tokens
+    "duplicate_id",       # another record carries the same id; the first by origin is kept
+)
+
+_USER_ROLES = {"user", "human"}
+_ASSISTANT_ROLES = {"assistant", "gpt"}
+_SYSTEM_ROLES = {"system"}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One instruction/response pair, whatever its input shape."""
+
+    id: str
+    instruction: str
+    input: str
+    output: str
+    origin: str  # "<file name>:<0-based index>", unique per input position
+
+    @property
+    def prompt(self) -> str:
+        """The instruction as the model sees it: the input, if any, on the next line."""
+        return f"{self.instruction}\n{self.input}" if self.input else self.instruction
+
+    def to_alpaca(self) -> dict[str, str]:
+        return {"id": self.id, "instruction": self.instruction, "input": self.input, "output": self.output}
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An input that cannot become (part of) a sample, and why."""
+
+    source: str  # the record id when known, else "<file name>:<0-based index>"
+    reason: str
+    detail: str
+    record: str  # the raw text of the input
+
+    def to_dict(self) -> dict[str, str]:
+        return {"source": self.source, "reason": self.reason, "detail": self.detail, "record": self.record}
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def origin_of(file_name: str, index: int) -> str:
+    return f"{file_name}:{index}"
+
+
+def parse_line(line: str, file_name: str, index: int) -> Union[Record, Rejection]:
+    """Parses one JSONL line (or any JSON text holding one record)."""
+    origin = origin_of(file_name, index)
+    try:
+        obj = json.loads(line)
+    except ValueError as err:
+        return Rejection(origin, "malformed_json", f"invalid JSON: {err}", line)
+    return parse_object(obj, file_name, index, raw=line)
+
+
+def parse_object(obj: Any, file_name: str, index: int, raw: str | None = None) -> Union[Record, Rejection]:
+    """Turns one decoded JSON value into a Record, or says why it cannot be one."""
+    origin = origin_of(file_name, index)
+    if raw is None:
+        raw = json.dumps(obj, ensure_ascii=False)
+    if not isinstance(obj, dict):
+        return Rejection(origin, "not_an_object", f"expected a JSON object, got {type(obj).__name__}", raw)
+    record_id = obj.get("id")
+    record_id = origin if record_id is None else str(record_id)
+    try:
+        instruction, input_text, output = _fields(obj)
+    except _Invalid as invalid:
+        return Rejection(record_id, invalid.reason, invalid.detail, raw)
+    if not (instruction.strip() or input_text.strip()):
+        return Rejection(record_id, "empty_instruction", "the instruction is empty", raw)
+    if not output.strip():
+        return Rejection(record_id, "empty_response", "the response is empty", raw)
+    return Record(record_id, instruction, input_text, output, origin)
+
+
+def _fields(obj: dict) -> tuple[str, str, str]:
+    """(instruction, input, output) of any supported shape."""
+    if "conversations" in obj:
+        return _single_exchange(obj["conversations"], "conversations", "from", "value")
+    if "messages" in obj:
+        return _single_exchange(obj["messages"], "messages", "role", "content")
+    if "prompt" in obj or "completion" in obj:
+        return _string(obj, "prompt"), "", _string(obj, "completion")
+    if "instruction" in obj or "output" in obj:
+        input_text = _string(obj, "input") if obj.get("input") is not None else ""
+        return _string(obj, "instruction"), input_text, _string(obj, "output")
+    raise _Invalid(
+        "unknown_shape",
+        "expected Alpaca (instruction/output), prompt/completion, ShareGPT (conversations) "
+        f"or OpenAI (messages) fields; found {sorted(obj)[:8]}",
+    )
+
+
+def _string(obj: dict, field: str) -> str:
+    if field not in obj:
+        raise _Invalid("missing_field", f"field '{field}' is missing")
+    value = obj[field]
+    if not isinstance(value, str):
+        raise _Invalid("not_a_string", f"field '{field}' is {type(value).__name__}, not a string")
+    return value
+
+
+def _single_exchange(turns: Any, field: str, role_key: str, text_key: str) -> tuple[str, str, str]:
+    """One user turn then one assistant turn, optionally after a system turn (which is not used)."""
+    if not isinstance(turns, list):
+        raise _Invalid("not_a_string", f"field '{field}' is {type(turns).__name__}, not a list of turns")
+    exchange = []
+    for position, turn in enumerate(turns):
+        if not isinstance(turn, dict) or role_key not in turn or text_key not in turn:
+            raise _Invalid("missing_field", f"{field}[{position}] needs '{role_key}' and '{text_key}'")
+        role, text = turn[role_key], turn[text_key]
+        for key, value in ((role_key, role), (text_key, text)):
+            if not isinstance(value, str):
+                raise _Invalid("not_a_string", f"{field}[{position}].{key} is {type(value).__name__}, not a string")
+        if not (role in _SYSTEM_ROLES and position == 0):
+            exchange.append((role, text))
+    users = sum(role in _USER_ROLES for role, _ in exchange)
+    assistants = sum(role in _ASSISTANT_ROLES for role, _ in exchange)
+    if users > 1 or assistants > 1:
+        raise _Invalid("multi_turn", f"{users} user and {assistants} assistant turns; only a single exchange can be mosaicked")
+    others = sorted({str(role) for role, _ in exchange} - _USER_ROLES - _ASSISTANT_ROLES)
+    if others:
+        raise _Invalid("unsupported_role", f"turns with role {others}; only one user/assistant exchange can be mosaicked")
+    if [role in _USER_ROLES for role, _ in exchange] != [True, False]:
+        raise _Invalid("missing_field", f"{field} must hold one user turn followed by one assistant turn")
+    return exchange[0][1], "", exchange[1][1]

@@ -1,0 +1,202 @@
+"""The rules data file: formats and meta-instruction phrasings, loaded and validated."""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Mapping, Optional
+
+import yaml
+
+PERMUTE_RULES = (
+    "SEQUENCE", "REVERSE", "ALPHA", "ALPHA_REVERSE", "WORDS_ASC", "WORDS_DESC",
+    "CHARS_ASC", "CHARS_DESC", "ODD_EVEN", "EVEN_ODD",
+)
+MASK_RULES = ("MASK_LISTED", "MASK_LONGEST", "MASK_SHORTEST", "MASK_ODD", "MASK_EVEN")
+FORMAT_KINDS = ("numbered_tagged", "numbered", "tagged", "plain")
+
+# Placeholders each kind of phrasing must contain (all of them) and may contain.
+_FORMAT_FIELDS = {
+    "numbered_tagged": {"label", "begin", "end"},
+    "numbered": {"label"},
+    "tagged": {"begin", "end"},
+    "plain": set(),
+}
+_PERMUTE_FIELDS = {"SEQUENCE": {"sequence"}}
+_MASK_FIELDS = {("MASK_LISTED", "one"): {"numbers"}, ("MASK_LISTED", "many"): {"numbers"}, ("MASK_LONGEST", "many"): {"m"}, ("MASK_SHORTEST", "many"): {"m"}}
+
+
+class RulesError(ValueError):
+    """The rules file is malformed; the message names the offending entry."""
+
+
+@dataclass(frozen=True)
+class ListStyle:
+    sep: str
+    last: str
+
+    def join(self, numbers: list[int]) -> str:
+        words = [str(number) for number in numbers]
+        if len(words) < 2:
+            return "".join(words)
+        return self.sep.join(words[:-1]) + self.last + words[-1]
+
+
+@dataclass(frozen=True)
+class MaskPhrasings:
+    one: tuple[str, ...]
+    many: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Rules:
+    labels: tuple[str, ...]
+    tags: tuple[tuple[str, str], ...]
+    instruction_separators: tuple[str, ...]
+    response_separator: str
+    number_lists: tuple[ListStyle, ...]
+    sequences: tuple[ListStyle, ...]
+    layouts: tuple[str, ...]
+    format: Mapping[str, tuple[str, ...]]
+    permute: Mapping[str, tuple[str, ...]]
+    maskout: Mapping[str, MaskPhrasings]
+
+    def all_phrasings(self) -> list[str]:
+        """Every meta-instruction phrasing, for estimating their token cost."""
+        phrasings = [p for kind in self.format.values() for p in kind]
+        phrasings += [p for rule in self.permute.values() for p in rule]
+        phrasings += [p for rule in self.maskout.values() for p in rule.one + rule.many]
+        return phrasings
+
+
+def load_rules(path: Optional[str] = None) -> Rules:
+    """Loads the rules file at `path`, or the one shipped with the package."""
+    if path is None:
+        text = resources.files("transforms").joinpath("data/rules.yaml").read_text(encoding="utf-8")
+        where = "built-in rules"
+    else:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        where = path
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise RulesError(f"{where}: not valid YAML: {err}") from err
+    try:
+        return _parse(data)
+    except RulesError as err:
+        raise RulesError(f"{where}: {err}") from None
+
+
+def _parse(data: Any) -> Rules:
+    if not isinstance(data, dict):
+        raise RulesError("expected a mapping at the top level")
+    labels = _strings(data, "labels", fields={"n"})
+    tags = tuple(_pair(entry, f"tags[{i}]") for i, entry in enumerate(_list(data, "tags")))
+    for begin, end in tags:
+        _check_fields(begin, {"n"}, set(), "tags")
+        _check_fields(end, {"n"}, set(), "tags")
+    format_phrasings = {}
+    formats = _mapping(data, "format")
+    for kind in FORMAT_KINDS:
+        format_phrasings[kind] = _strings(formats, kind, fields=_FORMAT_FIELDS[kind], required=_FORMAT_FIELDS[kind], where="format")
+    permute = _rule_table(data, "permute", PERMUTE_RULES)
+    maskout = {}
+    for rule, entry in _rule_table(data, "maskout", MASK_RULES, raw=True).items():
+        forms = {}
+        for form in ("one", "many"):
+            required = _MASK_FIELDS.get((rule, form), set())
+            forms[form] = _strings(entry, form, fields={"numbers", "m"}, required=required, where=f"maskout.{rule}", optional=form == "one")
+        maskout[rule] = MaskPhrasings(forms["one"] or forms["many"], forms["many"])
+    return Rules(
+        labels=labels,
+        tags=tags,
+        instruction_separators=_strings(data, "instruction_separators"),
+        response_separator=_string(data, "response_separator"),
+        number_lists=_list_styles(data, "number_lists"),
+        sequences=_list_styles(data, "sequences"),
+        layouts=_strings(data, "layouts", fields={"meta", "instructions"}, required={"meta", "instructions"}),
+        format=format_phrasings,
+        permute=permute,
+        maskout=maskout,
+    )
+
+
+def _rule_table(data: dict, section: str, known: tuple[str, ...], raw: bool = False) -> dict:
+    table = _mapping(data, section)
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise RulesError(f"{section}: unknown rule(s) {unknown}; implemented rules are {list(known)}")
+    if not table:
+        raise RulesError(f"{section}: needs at least one rule")
+    if raw:
+        return {rule: _mapping(table, rule, where=section) for rule in known if rule in table}
+    return {
+        rule: _strings(table, rule, fields={"sequence"}, required=_PERMUTE_FIELDS.get(rule, set()), where=section)
+        for rule in known
+        if rule in table
+    }
+
+
+def _mapping(data: dict, key: str, where: str = "") -> dict:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise RulesError(f"'{_name(where, key)}' must be a mapping")
+    return value
+
+
+def _list(data: dict, key: str, where: str = "") -> list:
+    value = data.get(key)
+    if not isinstance(value, list) or not value:
+        raise RulesError(f"'{_name(where, key)}' must be a non-empty list")
+    return value
+
+
+def _string(data: dict, key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise RulesError(f"'{key}' must be a string")
+    return value
+
+
+def _strings(
+    data: dict, key: str, fields: set = frozenset(), required: set = frozenset(), where: str = "", optional: bool = False
+) -> tuple[str, ...]:
+    if optional and key not in data:
+        return ()
+    values = _list(data, key, where)
+    for value in values:
+        if not isinstance(value, str):
+            raise RulesError(f"'{_name(where, key)}' must hold strings, found {value!r}")
+        _check_fields(value, fields, required, _name(where, key))
+    return tuple(values)
+
+
+def _check_fields(text: str, allowed: set, required: set, where: str) -> None:
+    try:
+        used = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError as err:
+        raise RulesError(f"'{where}': bad placeholder in {text!r}: {err}") from None
+    if used - allowed:
+        raise RulesError(f"'{where}': {text!r} uses unknown placeholder(s) {sorted(used - allowed)}")
+    if required - used:
+        raise RulesError(f"'{where}': {text!r} must contain {sorted('{' + f + '}' for f in required - used)}")
+
+
+def _pair(entry: Any, where: str) -> tuple[str, str]:
+    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(item, str) for item in entry)):
+        raise RulesError(f"'{where}' must be a [begin, end] pair of strings")
+    return entry[0], entry[1]
+
+
+def _list_styles(data: dict, key: str) -> tuple[ListStyle, ...]:
+    styles = []
+    for i, entry in enumerate(_list(data, key)):
+        if not (isinstance(entry, dict) and isinstance(entry.get("sep"), str) and isinstance(entry.get("last"), str)):
+            raise RulesError(f"'{key}[{i}]' must be a mapping with string 'sep' and 'last'")
+        styles.append(ListStyle(entry["sep"], entry["last"]))
+    return tuple(styles)
+
+
+def _name(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key

@@ -1,0 +1,205 @@
+"""Joining a group of records into one Mosaic-IT sample: format, permute and maskout.
+
+`compose` is a pure function of the group and its random stream; the rule functions
+below decide which responses appear and in what order, and the rules file only says
+how that is phrased.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from transforms.core.randomness import HashStream
+from transforms.core.rules import MASK_RULES, PERMUTE_RULES, Rules
+
+STRATEGIES = ("primary", "format", "order", "mask", "both")
+# What a sample ends up as, whatever the --strategy that drew it.
+SAMPLE_KINDS = ("primary", "format", "permute", "maskout")
+
+_KIND_CHOICES = {
+    "primary": ("primary",),
+    "format": ("format",),
+    "order": ("format", "permute"),
+    "mask": ("format", "maskout"),
+    "both": ("format", "permute", "maskout"),
+}
+MASK_RATIO_RANGE = (0.1, 0.5)
+# Which format phrasings fit a sample, by (numbered, tagged).
+_FORMAT_KIND = {(True, True): "numbered_tagged", (True, False): "numbered", (False, True): "tagged", (False, False): "plain"}
+# Rules that name instruction numbers: only drawn when the instructions are numbered.
+NUMBERED_RULES = frozenset({"SEQUENCE", "ODD_EVEN", "EVEN_ODD", "MASK_LISTED", "MASK_ODD", "MASK_EVEN"})
+
+
+@dataclass(frozen=True)
+class Composition:
+    instruction: str
+    output: str
+    kind: str  # one of SAMPLE_KINDS
+    rule: Optional[str]
+    response_order: tuple[int, ...]  # positions (0-based, instruction order) in response order
+    masked: tuple[int, ...]  # positions whose responses are left out, ascending
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def first_letter(text: str) -> Optional[str]:
+    """The first alphabetic character, case-folded, if it is a Latin letter a-z."""
+    for char in text:
+        if char.isalpha():
+            folded = char.casefold()
+            return folded if "a" <= folded <= "z" else None
+    return None
+
+
+def _sorted_positions(keys: Sequence, descending: bool = False) -> list[int]:
+    # sorted() is stable for reverse=True as well, so ties keep their original position.
+    return sorted(range(len(keys)), key=keys.__getitem__, reverse=descending)
+
+
+def _parity_order(n: int, odd_first: bool) -> list[int]:
+    odd_numbered = list(range(0, n, 2))  # numbers 1, 3, 5, ...
+    even_numbered = list(range(1, n, 2))
+    return odd_numbered + even_numbered if odd_first else even_numbered + odd_numbered
+
+
+def _stated_sequence(n: int, stream: HashStream) -> list[int]:
+    order = list(range(n))
+    stream.shuffle(order)
+    if order == sorted(order):  # state an order that differs from the natural one
+        order = order[1:] + order[:1]
+    return order
+
+
+PermuteFn = Callable[[Sequence[str], HashStream], list[int]]
+PERMUTE_ORDERS: dict[str, PermuteFn] = {
+    "SEQUENCE": lambda texts, stream: _stated_sequence(len(texts), stream),
+    "REVERSE": lambda texts, stream: list(range(len(texts)))[::-1],
+    "ALPHA": lambda texts, stream: _sorted_positions([first_letter(t) for t in texts]),
+    "ALPHA_REVERSE": lambda texts, stream: _sorted_positions([first_letter(t) for t in texts], descending=True),
+    "WORDS_ASC": lambda texts, stream: _sorted_positions([words(t) for t in texts]),
+    "WORDS_DESC": lambda texts, stream: _sorted_positions([words(t) for t in texts], descending=True),
+    "CHARS_ASC": lambda texts, stream: _sorted_positions([len(t) for t in texts]),
+    "CHARS_DESC": lambda texts, stream: _sorted_positions([len(t) for t in texts], descending=True),
+    "ODD_EVEN": lambda texts, stream: _parity_order(len(texts), odd_first=True),
+    "EVEN_ODD": lambda texts, stream: _parity_order(len(texts), odd_first=False),
+}
+assert set(PERMUTE_ORDERS) == set(PERMUTE_RULES)
+
+
+def mask_count(n: int, ratio: float) -> int:
+    return max(1, math.floor(n * ratio))
+
+
+MaskFn = Callable[[Sequence[str], int, HashStream], list[int]]
+MASKS: dict[str, MaskFn] = {
+    "MASK_LISTED": lambda texts, m, stream: sorted(_sample(len(texts), m, stream)),
+    "MASK_LONGEST": lambda texts, m, stream: sorted(_sorted_positions([-words(t) for t in texts])[:m]),
+    "MASK_SHORTEST": lambda texts, m, stream: sorted(_sorted_positions([words(t) for t in texts])[:m]),
+    "MASK_ODD": lambda texts, m, stream: list(range(0, len(texts), 2)),
+    "MASK_EVEN": lambda texts, m, stream: list(range(1, len(texts), 2)),
+}
+assert set(MASKS) == set(MASK_RULES)
+
+
+def _sample(n: int, m: int, stream: HashStream) -> list[int]:
+    positions = list(range(n))
+    stream.shuffle(positions)
+    return positions[:m]
+
+
+def _applicable(rule: str, texts: Sequence[str], numbered: bool) -> bool:
+    if rule in NUMBERED_RULES and not numbered:
+        return False
+    if rule in ("ALPHA", "ALPHA_REVERSE"):
+        return all(first_letter(text) is not None for text in texts)
+    return True
+
+
+def draw_kind(strategy: str, stream: HashStream) -> str:
+    return stream.choice(_KIND_CHOICES[strategy])
+
+
+def compose(prompts: Sequence[str], outputs: Sequence[str], strategy: str, rules: Rules, stream: HashStream) -> Composition:
+    """Joins one group into a sample. The stream must be the group's own."""
+    n = len(prompts)
+    kind = draw_kind(strategy, stream)
+    if kind == "primary":
+        return primary(prompts, outputs)
+    if n == 1:
+        kind = "format"
+    return _Formatter(prompts, outputs, rules, stream).compose(kind)
+
+
+def primary(prompts: Sequence[str], outputs: Sequence[str]) -> Composition:
+    """Plain concatenation; for a single record it is the record itself."""
+    return Composition("\n\n".join(prompts), "\n\n".join(outputs), "primary", None, tuple(range(len(prompts))), ())
+
+
+class _Formatter:
+    """The format choices of one sample, drawn once, then applied."""
+
+    def __init__(self, prompts: Sequence[str], outputs: Sequence[str], rules: Rules, stream: HashStream):
+        self.prompts, self.outputs, self.rules, self.stream = prompts, outputs, rules, stream
+        label = stream.choice(rules.labels)
+        if label and stream.coin():
+            label = label.rstrip() + "\n"
+        self.label = label
+        self.tags = stream.choice(rules.tags) if stream.coin() else None
+        self.separator = stream.choice(rules.instruction_separators)
+        self.layout = stream.choice(rules.layouts)
+        self.number_list = stream.choice(rules.number_lists)
+        self.sequence = stream.choice(rules.sequences)
+
+    def compose(self, kind: str) -> Composition:
+        n = len(self.prompts)
+        order, masked, rule, rule_text = list(range(n)), [], None, ""
+        if kind == "permute":
+            rule = self._draw_rule(self.rules.permute)
+            if rule is not None:
+                order = PERMUTE_ORDERS[rule](self.prompts, self.stream)
+                phrasing = self.stream.choice(self.rules.permute[rule])
+                rule_text = phrasing.format(sequence=self.sequence.join([i + 1 for i in order]))
+        elif kind == "maskout":
+            rule = self._draw_rule(self.rules.maskout)
+            if rule is not None:
+                m = mask_count(n, self.stream.uniform(*MASK_RATIO_RANGE))
+                masked = MASKS[rule](self.prompts, m, self.stream)
+                phrasings = self.rules.maskout[rule]
+                phrasing = self.stream.choice(phrasings.one if len(masked) == 1 else phrasings.many)
+                rule_text = phrasing.format(numbers=self.number_list.join([i + 1 for i in masked]), m=len(masked))
+                order = sorted(set(order) - set(masked))
+        if rule is None:
+            kind = "format"
+        instructions = self.separator.join(self._label(i) + prompt for i, prompt in enumerate(self.prompts))
+        responses = self.rules.response_separator.join(self._response(i) for i in order)
+        meta = self._format_phrasing()
+        if rule_text:
+            meta = f"{meta} {rule_text}"
+        instruction = self.layout.format(meta=meta, instructions=instructions)
+        return Composition(instruction, responses, kind, rule, tuple(order), tuple(masked))
+
+    def _draw_rule(self, table: dict) -> Optional[str]:
+        numbered = bool(self.label)
+        usable = [rule for rule in table if _applicable(rule, self.prompts, numbered)]
+        return self.stream.choice(usable) if usable else None
+
+    def _label(self, position: int) -> str:
+        return self.label.format(n=position + 1)
+
+    def _response(self, position: int) -> str:
+        text = self.outputs[position]
+        if self.tags:
+            begin, end = (tag.format(n=position + 1) for tag in self.tags)
+            text = f"{begin}\n{text}\n{end}"
+        return self._label(position) + text
+
+    def _format_phrasing(self) -> str:
+        kind = _FORMAT_KIND[bool(self.label), bool(self.tags)]
+        phrasing = self.stream.choice(self.rules.format[kind])
+        fields = {"label": f'"{self._label(0).strip()}"'}
+        if self.tags:
+            fields["begin"], fields["end"] = (f'"{tag.format(n="N")}"' for tag in self.tags)
+        return phrasing.format(**fields)
