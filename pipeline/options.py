@@ -1,0 +1,88 @@
+"""Pipeline options of `mosaic-it run`, declared once, and their validation."""
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.core.strategies import STRATEGIES
+from transforms.core.tokens import DEFAULT_TOKENIZER, LENGTH_TEMPLATES
+from transforms.core.wrap import WRAP_MODES
+from transforms.mosaic import MosaicConfig
+from transforms.write import SAMPLE_FORMATS
+
+DEFAULT_OUTPUT = "./mosaic-output"
+
+
+class OptionsError(ValueError):
+    """An option value that cannot work; the message is one line naming the option."""
+
+
+class MosaicOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--input", nargs="+", default=None,
+            help="One or more globs of JSONL (.jsonl, .jsonl.gz) or JSON-array (.json) files. "
+            "Default: the sample records shipped with the package.",
+        )
+        parser.add_argument("--output", default=DEFAULT_OUTPUT, help="Output directory (local path or any Beam filesystem URL).")
+        parser.add_argument(
+            "--tokenizer", default=DEFAULT_TOKENIZER,
+            help="quicktok:<llama3|qwen3|cl100k_base|o200k_base> or hf:<hub id or local directory>.",
+        )
+        parser.add_argument("--length-template", dest="length_template", default="raw", help=f"What is counted: {' or '.join(LENGTH_TEMPLATES)}.")
+        parser.add_argument("--epochs", type=int, default=4, help="Passes over the data.")
+        parser.add_argument("--epoch-offset", dest="epoch_offset", type=int, default=0, help="Number of the first epoch (reruns use fresh numbers).")
+        parser.add_argument("--seed", type=int, default=0, help="Seed of every random choice.")
+        parser.add_argument("--wrap-mode", dest="wrap_mode", default="uniform", help=f"Group-size distribution: {', '.join(WRAP_MODES)}.")
+        parser.add_argument("--wrap-max", dest="wrap_max", type=int, default=10, help="Largest group size the distribution draws.")
+        parser.add_argument("--max-length", dest="max_length", type=int, default=2000, help="Token budget of one sample.")
+        parser.add_argument("--strategy", default="both", help=f"Mosaic strategy: {', '.join(STRATEGIES)}.")
+        parser.add_argument("--rules", default=None, help="Rules and phrasings file replacing the built-in one.")
+        parser.add_argument(
+            "--formats", default="jsonl,avro",
+            help=f"Comma-separated sample outputs: {', '.join(SAMPLE_FORMATS)}.",
+        )
+        parser.add_argument("--num-shards", dest="num_shards", type=int, default=0, help="Sample output shards; 0 chooses from the data size.")
+        parser.add_argument(
+            "--records-per-key", dest="records_per_key", type=int, default=2048,
+            help="Records per packing key and epoch (the unit of parallelism).",
+        )
+
+    def output_formats(self) -> list[str]:
+        return [name.strip() for name in self.formats.split(",") if name.strip()]
+
+    def config(self) -> MosaicConfig:
+        return MosaicConfig(
+            tokenizer=self.tokenizer,
+            length_template=self.length_template,
+            rules=self.rules,
+            seed=self.seed,
+            epochs=self.epochs,
+            epoch_offset=self.epoch_offset,
+            strategy=self.strategy,
+            wrap_mode=self.wrap_mode,
+            wrap_max=self.wrap_max,
+            max_length=self.max_length,
+            records_per_key=self.records_per_key,
+        )
+
+
+def validate(options: MosaicOptions) -> None:
+    """Raises OptionsError with a one-line message for the first option that cannot work."""
+    checks = [
+        (options.wrap_mode in WRAP_MODES, f"--wrap-mode '{options.wrap_mode}' is unknown; choose one of {', '.join(WRAP_MODES)}"),
+        (options.strategy in STRATEGIES, f"--strategy '{options.strategy}' is unknown; choose one of {', '.join(STRATEGIES)}"),
+        (options.length_template in LENGTH_TEMPLATES, f"--length-template '{options.length_template}' is unknown; choose one of {', '.join(LENGTH_TEMPLATES)}"),
+        (options.max_length >= 1, f"--max-length must be at least 1, got {options.max_length}"),
+        (options.wrap_max >= 1, f"--wrap-max must be at least 1, got {options.wrap_max}"),
+        (options.epochs >= 1, f"--epochs must be at least 1, got {options.epochs}"),
+        (options.epoch_offset >= 0, f"--epoch-offset must not be negative, got {options.epoch_offset}"),
+        (options.num_shards >= 0, f"--num-shards must not be negative, got {options.num_shards}"),
+        (options.records_per_key >= 1, f"--records-per-key must be at least 1, got {options.records_per_key}"),
+    ]
+    unknown_formats = [name for name in options.output_formats() if name not in SAMPLE_FORMATS]
+    checks.append((not unknown_formats, f"--formats has unknown output(s) {unknown_formats}; choose from {', '.join(SAMPLE_FORMATS)}"))
+    checks.append((bool(options.output_formats()), "--formats names no output"))
+    for ok, message in checks:
+        if not ok:
+            raise OptionsError(message)

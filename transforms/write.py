@@ -1,0 +1,142 @@
+"""Deterministic sharded outputs: JSON lines, Avro and chat messages, plus the manifest.
+
+Beam's own file sinks assign elements to shards in arrival order, so their files differ
+from run to run. Here every element carries its shard and an order key; each shard is
+grouped, sorted and written whole (to a temporary name, then renamed), so the same
+input and seed give byte-identical files on any runner and any number of workers.
+Every shard is written, empty or not, so a `-of-NNNNN` set is always complete.
+"""
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import apache_beam as beam
+import fastavro
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.core.randomness import digest
+
+SAMPLE_SCHEMA = fastavro.parse_schema(
+    {
+        "type": "record",
+        "name": "MosaicSample",
+        "namespace": "mosaic_it",
+        "fields": [
+            {"name": "id", "type": "string"},
+            {"name": "instruction", "type": "string"},
+            {"name": "input", "type": "string"},
+            {"name": "output", "type": "string"},
+            {"name": "count", "type": "int"},
+            {"name": "epoch", "type": "int"},
+            {"name": "strategy", "type": "string"},
+            {"name": "rule", "type": ["null", "string"]},
+            {"name": "sources", "type": {"type": "array", "items": "string"}},
+            {"name": "response_order", "type": {"type": "array", "items": "string"}},
+            {"name": "masked", "type": {"type": "array", "items": "string"}},
+            {"name": "n_tokens", "type": "int"},
+        ],
+    }
+)
+
+
+def _json_lines(rows: Iterable[dict], file_name: str) -> bytes:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+
+
+def _messages(rows: Iterable[dict], file_name: str) -> bytes:
+    return _json_lines(
+        (
+            {
+                "id": row["id"],
+                "messages": [
+                    {"role": "user", "content": row["instruction"]},
+                    {"role": "assistant", "content": row["output"]},
+                ],
+            }
+            for row in rows
+        ),
+        file_name,
+    )
+
+
+def _avro(rows: Iterable[dict], file_name: str) -> bytes:
+    buffer = io.BytesIO()
+    # Avro files normally get a random sync marker; derive it from the file name instead.
+    fastavro.writer(buffer, SAMPLE_SCHEMA, rows, codec="deflate", sync_marker=digest("avro-sync", file_name))
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    prefix: str
+    extension: str
+    encode: Callable[[Iterable[dict], str], bytes]
+
+
+SAMPLE_FORMATS = {
+    "jsonl": OutputFormat("mosaics", "jsonl", _json_lines),
+    "avro": OutputFormat("mosaics", "avro", _avro),
+    "messages": OutputFormat("messages", "jsonl", _messages),
+}
+REJECTED_FORMAT = OutputFormat("rejected", "jsonl", _json_lines)
+OUTPUT_PREFIXES = sorted({f.prefix for f in SAMPLE_FORMATS.values()} | {REJECTED_FORMAT.prefix})
+
+
+def shard_name(directory: str, fmt: OutputFormat, shard: int, num_shards: int) -> str:
+    return FileSystems.join(directory, f"{fmt.prefix}-{shard:05d}-of-{num_shards:05d}.{fmt.extension}")
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Writes to a unique temporary name, then renames, so a reader never sees half a file."""
+    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+    with FileSystems.create(temporary) as handle:
+        handle.write(data)
+    FileSystems.rename([temporary], [path])
+
+
+class _WriteShard(beam.DoFn):
+    def __init__(self, directory: str, formats: Sequence[OutputFormat]):
+        self.directory = directory
+        self.formats = list(formats)
+
+    def process(self, element, num_shards: int):
+        shard, parts = element
+        ordered = sorted((part for part in parts if part is not None), key=lambda part: part[0])
+        rows = [row for _, part_rows in ordered for row in part_rows]
+        for fmt in self.formats:
+            path = shard_name(self.directory, fmt, shard, num_shards)
+            write_atomically(path, fmt.encode(rows, path.rsplit("/", 1)[-1]))
+            yield path
+
+
+class WriteSortedShards(beam.PTransform):
+    """(shard, (order key, [row dict])) -> files, one per shard and format; yields their paths.
+
+    `num_shards` is a singleton PCollection. Rows within a shard are written in order-key order.
+    """
+
+    def __init__(self, directory: str, formats: Sequence[OutputFormat], num_shards):
+        super().__init__()
+        self.directory, self.formats, self.num_shards = directory, list(formats), num_shards
+
+    def expand(self, parts):
+        every_shard = self.num_shards | "EveryShard" >> beam.FlatMap(lambda n: [(shard, None) for shard in range(n)])
+        return (
+            (parts, every_shard)
+            | "WithEveryShard" >> beam.Flatten()
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(_WriteShard(self.directory, self.formats), beam.pvalue.AsSingleton(self.num_shards))
+        )
+
+
+def clear_outputs(directory: str) -> None:
+    """Removes the files of an earlier run in `directory`, so shard sets never mix."""
+    patterns = [FileSystems.join(directory, f"{prefix}-*") for prefix in OUTPUT_PREFIXES]
+    patterns.append(FileSystems.join(directory, "manifest.json"))
+    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+    if stale:
+        FileSystems.delete(stale)
