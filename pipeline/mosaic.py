@@ -98,11 +98,16 @@ class _WriteManifest(beam.DoFn):
         self.directory, self.config, self.options, self.inputs = directory, config, options, inputs
 
     def process(self, stats: dict, sample_files: list[str], rejected_files: list[str]):
-        outputs = {"samples": sorted(sample_files), "rejected": sorted(rejected_files)}
+        outputs = {"samples": _names(sample_files), "rejected": _names(rejected_files)}
         document = manifest(stats, self.config, self.options, self.inputs, outputs)
         path = FileSystems.join(self.directory, "manifest.json")
         write_atomically(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
         yield path
+
+
+def _names(paths: list[str]) -> list[str]:
+    """File names relative to the output directory, so a run folder can be moved."""
+    return sorted(path.rsplit("/", 1)[-1] for path in paths)
 
 
 def build_mosaic_pipeline(
