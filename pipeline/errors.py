@@ -12,4 +12,4 @@ class CommandParser(argparse.ArgumentParser):
     """An argument parser whose mistakes become a UsageError instead of an exit."""
 
     def error(self, message):
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(message)

@@ -1,6 +1,7 @@
 """The report's figures, drawn with matplotlib's Agg backend; each function returns PNG bytes."""
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections import Counter
@@ -36,11 +37,11 @@ def _png(figure: Figure) -> bytes:
 def _styled(draw):
     """Runs a drawing function under the report's style, without touching matplotlib's global settings."""
 
+    @functools.wraps(draw)
     def wrapper(*args, **kwargs) -> bytes:
         with matplotlib.rc_context(_STYLE):
             return _png(draw(*args, **kwargs))
 
-    wrapper.__doc__, wrapper.__name__ = draw.__doc__, draw.__name__
     return wrapper
 
 

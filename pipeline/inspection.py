@@ -49,14 +49,13 @@ def source_records(inputs: Sequence[str], ids: Iterable[str]) -> dict[str, Recor
     found: dict[str, Record] = {}
     for path in files:
         try:
-            items = list(read_file(path))
-        except OSError:  # the input was moved since the run; its blocks are shown unsplit
+            for item in read_file(path):
+                if isinstance(item, Record) and item.id in wanted and item.id not in found:
+                    found[item.id] = item
+                    if len(found) == len(wanted):
+                        return found
+        except OSError:  # the input was moved since the run; its samples are shown unsplit
             continue
-        for item in items:
-            if isinstance(item, Record) and item.id in wanted and item.id not in found:
-                found[item.id] = item
-        if len(found) == len(wanted):
-            break
     return found
 
 
@@ -142,8 +141,8 @@ def _arguments() -> CommandParser:
     parser.add_argument("directory", help="The output folder of `mosaic-it run`.")
     parser.add_argument("--n", type=int, default=3, help="How many samples to print (the first that match, in file order).")
     parser.add_argument("--strategy", choices=SAMPLE_KINDS, help="Only samples of this strategy.")
-    parser.add_argument("--rule", type=str.upper, choices=PERMUTE_RULES + MASK_RULES, help="Only samples drawn with this rule.")
-    parser.add_argument("--id", dest="record_id", help="The sample with this id, or the samples that join the record with this id.")
+    parser.add_argument("--rule", type=str.upper, choices=PERMUTE_RULES + MASK_RULES, metavar="RULE", help=f"Only samples drawn with this rule: {', '.join(PERMUTE_RULES + MASK_RULES)}.")
+    parser.add_argument("--id", dest="record_id", metavar="ID", help="The sample with this id, or the samples that join the record with this id.")
     parser.add_argument("--full", action="store_true", help="Print every line of every response block.")
     return parser
 

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence, Type
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-from pipeline.errors import UsageError
+from pipeline.errors import CommandParser, UsageError
 
 
 class RecipeError(UsageError):
@@ -90,11 +90,11 @@ def recipe_flags(path: str, options_class: Type[PipelineOptions]) -> list[str]:
 def effective_config(argv: Sequence[str], options_class: Type[PipelineOptions]) -> dict:
     """The command's own options (all of them), then Beam options that differ from their defaults."""
     options = options_class(list(argv))
-    own = _actions([options_class])
+    own, beam = _actions([options_class]), _actions(_beam_option_classes())
     everything = options.get_all_options(retain_unknown_options=False)
     changed = options.get_all_options(drop_default=True, retain_unknown_options=False)
     config = {dest: everything[dest] for dest in own}
-    config.update({dest: value for dest, value in changed.items() if dest not in own and dest in _actions(_beam_option_classes())})
+    config.update({dest: value for dest, value in changed.items() if dest in beam and dest not in own})
     return config
 
 
@@ -103,7 +103,7 @@ def apply_recipe(argv: Sequence[str], options_class: Type[PipelineOptions]) -> O
 
     With --print-config it prints the effective configuration as YAML and returns None.
     """
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = CommandParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--config", default=None)
     parser.add_argument("--print-config", dest="print_config", action="store_true")
     known, rest = parser.parse_known_args(list(argv))

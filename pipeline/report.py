@@ -18,6 +18,7 @@ from pipeline.errors import CommandParser, UsageError
 from pipeline.mosaic import token_summary
 from pipeline.run_stats import (
     Rejections,
+    SelectScan,
     mosaic_table,
     scan_rejected,
     scan_samples,
@@ -62,6 +63,9 @@ def mosaic_report(directory: str, manifest: dict) -> Report:
             f"The files hold {scan.samples:,} samples and {sum(rejections.counts.values()):,} rejections, "
             f"the manifest counts {counts['samples']:,} and {counts['records_rejected']:,}: the folder changed after the run."
         )
+    if not scan.samples:
+        sections = [Section("Samples", html="<p>The run wrote no sample.</p>"), _rejections_section(rejections)]
+        return Report(manifest, mosaic_table(manifest), sections, notes)
     sections = [
         Section(
             "Group sizes",
@@ -87,15 +91,25 @@ def mosaic_report(directory: str, manifest: dict) -> Report:
     return Report(manifest, mosaic_table(manifest), sections, notes)
 
 
-def select_report(directory: str, manifest: dict) -> Report:
-    """The report of a `mosaic-it select` run, from its scores, selected records and order."""
+def _scan_select_run(directory: str, manifest: dict) -> tuple[SelectScan, Rejections]:
     scan = scan_select(
         outputs.json_lines(outputs.matching(directory, "scores-*.jsonl")),
         outputs.json_lines(outputs.matching(directory, "selected-*.jsonl")),
         outputs.json_lines(outputs.matching(directory, "order.jsonl")),
         manifest.get("inputs"),
     )
-    rejections = scan_rejected(outputs.rejected(directory))
+    return scan, scan_rejected(outputs.rejected(directory))
+
+
+def select_summary(directory: str) -> str:
+    """The table `mosaic-it select` prints at its end, from the folder it wrote."""
+    manifest = outputs.read_manifest(directory)
+    return select_table(manifest, *_scan_select_run(directory, manifest))
+
+
+def select_report(directory: str, manifest: dict) -> Report:
+    """The report of a `mosaic-it select` run, from its scores, selected records and order."""
+    scan, rejections = _scan_select_run(directory, manifest)
     if scan.pick_scores:
         picks = Plot("pick_scores", figures.pick_scores(scan.pick_scores, "diversity-adjusted score"),
                      "The diversity-adjusted score of each pick when it was picked: its IFD times the weight its terms still had.")

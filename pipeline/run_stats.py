@@ -84,7 +84,7 @@ def mosaic_table(manifest: dict) -> str:
     counts, options = manifest["counts"], manifest["options"]
     samples = counts["samples"]
     per_epoch = counts["samples_per_epoch"]
-    kept = sorted(set(counts["records_per_epoch"].values()))
+    kept = sorted(set(counts["records_per_epoch"].values())) or [0]
     sizes = {int(size): n for size, n in counts["group_size"].items()}
     mean_size = sum(size * n for size, n in sizes.items()) / samples if samples else 0.0
     expected = expected_mean_size(options["wrap_mode"], options["wrap_max"])
@@ -93,7 +93,7 @@ def mosaic_table(manifest: dict) -> str:
     rows = [
         ("run", [manifest["tool"], f"{options['epochs']} epochs", f"seed {options['seed']}", options["output"]]),
         ("records", [f"{counts['records_read']:,} read", f"{counts['records_rejected']:,} rejected", f"{', '.join(f'{n:,}' for n in kept)} packed per epoch"]),
-        ("samples", [f"{samples:,}", "per epoch " + " / ".join(f"{n:,}" for n in per_epoch.values())]),
+        ("samples", [f"{samples:,}", *(["per epoch " + " / ".join(f"{n:,}" for n in per_epoch.values())] if per_epoch else [])]),
         ("group size", [f"mean {mean_size:.2f} ({target})", *(f"{size}: {n:,}" for size, n in sorted(sizes.items()))]),
         ("tokens", _tokens(counts, options["max_length"])),
         ("strategy", _counts(counts["strategy"], samples)),

@@ -156,3 +156,15 @@ def test_report_and_inspect_need_a_finished_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert main(["inspect", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("has no manifest.json") == 2
+
+
+def test_a_run_that_wrote_no_sample_still_gets_a_report(tmp_path, capsys):
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"instruction": "", "output": "x"}\nnot json\n')
+    assert main(["run", "--input", str(source), "--output", str(tmp_path / "out"), "--epochs", "1"]) == 0
+    assert "records     2 read · 2 rejected · 0 packed per epoch" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "out")]) == 0
+    assert sorted(path.name for path in (tmp_path / "out/report").iterdir()) == ["index.html", "rejected.png"]
+    page = (tmp_path / "out/report/index.html").read_text()
+    assert "The run wrote no sample." in page and "malformed_json: 1" in page
+    assert main(["inspect", str(tmp_path / "out")]) == 1

@@ -13,7 +13,6 @@ import os
 import threading
 import time
 from collections import Counter
-from typing import Optional
 
 from apache_beam.metrics import Metrics
 
@@ -28,15 +27,17 @@ class _Tally:
     def __init__(self):
         self._counts: Counter = Counter()
         self._lock = threading.Lock()
-        self._publisher: Optional[threading.Thread] = None
+        self._publishing_decided = False
         self.watched_here = False  # set in the driver, which reads the tally instead of publishing it
 
     def add(self, name: str, n: int) -> None:
         with self._lock:
             self._counts[name] += n
-            if self._publisher is None and not self.watched_here and os.environ.get(PROGRESS_DIR_ENV):
-                self._publisher = threading.Thread(target=self._publish, args=(os.environ[PROGRESS_DIR_ENV],), daemon=True)
-                self._publisher.start()
+            if not self._publishing_decided:  # once per process: reading os.environ costs more than counting
+                self._publishing_decided = True
+                directory = os.environ.get(PROGRESS_DIR_ENV)
+                if directory and not self.watched_here:
+                    threading.Thread(target=self._publish, args=(directory,), daemon=True).start()
 
     def snapshot(self) -> Counter:
         with self._lock:
