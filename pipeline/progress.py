@@ -36,13 +36,14 @@ def configure_logging() -> None:
 
 
 def progress_line(elapsed_s: float, counts: Counter, previous: Counter, interval_s: float) -> str:
-    """`progress 1:05  read 120,000 (2,857/s)  ...`: counts so far and their rate since the last line."""
+    """`progress 1:05  read 120,000 (2,857/s)  ...`: what has been counted so far, with its rate since the last line."""
     minutes, seconds = divmod(int(elapsed_s), 60)
     parts = [f"progress {minutes}:{seconds:02d}"]
     for counter in COUNTERS:
         now = counts.get(counter.name, 0)
-        rate = (now - previous.get(counter.name, 0)) / interval_s if interval_s > 0 else 0.0
-        parts.append(f"{counter.label} {now:,} ({rate:,.0f}/s)")
+        if now:
+            rate = (now - previous.get(counter.name, 0)) / interval_s if interval_s > 0 else 0.0
+            parts.append(f"{counter.label} {now:,} ({rate:,.0f}/s)")
     return "  ".join(parts)
 
 

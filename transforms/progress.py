@@ -59,20 +59,23 @@ TALLY = _Tally()
 
 
 class ProgressCounter:
-    """A Beam counter in the `mosaic-it` namespace whose increments the local driver also sees."""
+    """A Beam counter in the `mosaic-it` namespace whose increments the local driver also sees.
+
+    Every counter made is listed in COUNTERS, the order of a progress line.
+    """
 
     def __init__(self, name: str, label: str):
         self.name, self.label = name, label
         self._metric = Metrics.counter(NAMESPACE, name)
+        COUNTERS.append(self)
 
     def inc(self, n: int = 1) -> None:
         self._metric.inc(n)
         TALLY.add(self.name, n)
 
 
+COUNTERS: list[ProgressCounter] = []
 RECORDS_READ = ProgressCounter("records_read", "read")
 RECORDS_TOKENIZED = ProgressCounter("records_tokenized", "tokenized")
 SAMPLES_PACKED = ProgressCounter("samples_packed", "samples")
 RECORDS_REJECTED = ProgressCounter("records_rejected", "rejected")
-# The order of a progress line.
-COUNTERS = (RECORDS_READ, RECORDS_TOKENIZED, SAMPLES_PACKED, RECORDS_REJECTED)
