@@ -168,3 +168,17 @@ def test_a_run_that_wrote_no_sample_still_gets_a_report(tmp_path, capsys):
     page = (tmp_path / "out/report/index.html").read_text()
     assert "The run wrote no sample." in page and "malformed_json: 1" in page
     assert main(["inspect", str(tmp_path / "out")]) == 1
+
+
+def test_samples_are_read_from_avro_when_no_json_lines_were_written(run_dir, tmp_path):
+    import shutil
+
+    import fastavro
+
+    from transforms.write import SAMPLE_SCHEMA
+
+    rows = list(outputs.samples(str(run_dir)))
+    shutil.copy(run_dir / "manifest.json", tmp_path / "manifest.json")
+    with open(tmp_path / "mosaics-00000-of-00001.avro", "wb") as handle:
+        fastavro.writer(handle, SAMPLE_SCHEMA, rows)
+    assert list(outputs.samples(str(tmp_path))) == rows
