@@ -11,18 +11,23 @@ from typing import Callable, Optional, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.errors import UsageError
+from pipeline.inspection import inspect_command
 from pipeline.mosaic import build_mosaic_pipeline
 from pipeline.options import MosaicOptions, OptionsError, validate
+from pipeline.progress import configure_logging, run_with_progress
+from pipeline.recipes import apply_recipe
+from pipeline.report import report_command
+from pipeline.run_stats import mosaic_table
 from transforms.core.rules import RulesError, load_rules
 from transforms.core.tokens import TokenizerSpecError, load_counter
 from transforms.read import InputError, expand_inputs
 from transforms.write import clear_outputs
 
-USAGE = "usage: mosaic-it COMMAND [options] [Beam pipeline options]\n  run   make mosaicked training data (see README.md for every option)"
-
-
-class UsageError(ValueError):
-    """A mistake in the command line, reported as one line."""
+USAGE = """usage: mosaic-it COMMAND [options] [Beam pipeline options]
+  run       make mosaicked training data (see README.md for every option)
+  report    write DIR/report/index.html with figures of a finished run
+  inspect   print samples of a finished run readably"""
 
 
 def sample_input() -> str:
@@ -51,10 +56,9 @@ def run(argv: Sequence[str]) -> dict:
     clear_outputs(options.output)
     everything = options.get_all_options(retain_unknown_options=False)
     own_options = {name: everything[name] for name in sorted(_own_option_names())}
-    with beam.Pipeline(options=options) as pipeline:
-        build_mosaic_pipeline(
-            pipeline, options.config(), inputs, options.output, options.output_formats(), options.num_shards, own_options
-        )
+    pipeline = beam.Pipeline(options=options)
+    build_mosaic_pipeline(pipeline, options.config(), inputs, options.output, options.output_formats(), options.num_shards, own_options)
+    run_with_progress(pipeline)
     with FileSystems.open(FileSystems.join(options.output, "manifest.json")) as handle:
         return json.loads(handle.read())
 
@@ -65,22 +69,10 @@ def _own_option_names() -> set[str]:
     return set(vars(parser.parse_args([])))
 
 
-def summary(document: dict) -> str:
-    counts = document["counts"]
-    lines = [
-        f"records read: {counts['records_read']}   rejected: {counts['records_rejected']}   samples: {counts['samples']}",
-        "per epoch (samples / records): " + ", ".join(
-            f"{epoch}: {n} / {counts['records_per_epoch'].get(epoch, 0)}" for epoch, n in counts["samples_per_epoch"].items()
-        ),
-        "strategies: " + ", ".join(f"{k} {v}" for k, v in counts["strategy"].items()),
-        "rejected: " + (", ".join(f"{k} {v}" for k, v in counts["rejected"].items()) or "none"),
-        f"outputs: {document['options']['output']}",
-    ]
-    return "\n".join(lines)
-
-
 def run_command(argv: Sequence[str]) -> int:
-    print(summary(run(argv)))
+    flags = apply_recipe(argv, MosaicOptions)
+    if flags is not None:
+        print(mosaic_table(run(flags)))
     return 0
 
 
@@ -88,6 +80,8 @@ def run_command(argv: Sequence[str]) -> int:
 # A function raises UsageError for a one-line error message.
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": run_command,
+    "report": report_command,
+    "inspect": inspect_command,
 }
 
 
@@ -101,6 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"mosaic-it: error: unknown command '{command}'; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     logging.getLogger().setLevel(logging.WARNING)
+    configure_logging()
     try:
         return COMMANDS[command](rest)
     except UsageError as err:

@@ -1,12 +1,14 @@
 """Assembly of the `mosaic-it run` pipeline and its manifest."""
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
 import platform
 from collections import Counter
 from importlib import metadata
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -53,7 +55,22 @@ def sample_stats(samples: Iterable[dict]) -> Counter:
         counts["strategy", sample["strategy"]] += 1
         counts["rule", sample["rule"] or "none"] += 1
         counts["group_size", str(sample["count"])] += 1
+        counts["n_tokens", str(sample["n_tokens"])] += 1
     return counts
+
+
+def token_summary(histogram: Mapping[str, int]) -> dict[str, int]:
+    """Total, smallest, median, 90th percentile (nearest rank) and largest `n_tokens` of a histogram."""
+    ordered = sorted((int(n_tokens), count) for n_tokens, count in histogram.items() if count)
+    if not ordered:
+        return {}
+    cumulative = list(itertools.accumulate(count for _, count in ordered))
+
+    def percentile(fraction: float) -> int:
+        return ordered[bisect.bisect_left(cumulative, max(1, math.ceil(fraction * cumulative[-1])))][0]
+
+    total = sum(n_tokens * count for n_tokens, count in ordered)
+    return {"total": total, "min": ordered[0][0], "p50": percentile(0.5), "p90": percentile(0.9), "max": ordered[-1][0]}
 
 
 def manifest(stats: dict, config: MosaicConfig, options: dict, inputs: list[str], outputs: dict[str, list[str]]) -> dict:
@@ -80,6 +97,7 @@ def manifest(stats: dict, config: MosaicConfig, options: dict, inputs: list[str]
             "strategy": table.get("strategy", {}),
             "rule": table.get("rule", {}),
             "group_size": dict(sorted(table.get("group_size", {}).items(), key=lambda item: int(item[0]))),
+            "tokens": token_summary(table.get("n_tokens", {})),
             "rejected": rejected,
         },
         "outputs": outputs,

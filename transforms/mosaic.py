@@ -13,6 +13,7 @@ from transforms.core.randomness import record_keys
 from transforms.core.records import Record, Rejection
 from transforms.core.rules import load_rules
 from transforms.core.tokens import LengthTemplate, SampleLengths, load_counter
+from transforms.progress import RECORDS_REJECTED, RECORDS_TOKENIZED, SAMPLES_PACKED
 from transforms.read import REJECTED
 
 SAMPLES = "samples"
@@ -81,8 +82,10 @@ class _MeasureBatch(_WithResources):
 
     def process(self, batch: list[Record]):
         counts = self.resources.lengths.count([(r.prompt, r.output) for r in batch])
+        RECORDS_TOKENIZED.inc(len(batch))
         for record, n_tokens in zip(batch, counts):
             if n_tokens > self.config.max_length:
+                RECORDS_REJECTED.inc()
                 detail = f"{n_tokens} tokens on its own, over --max-length {self.config.max_length}"
                 yield beam.pvalue.TaggedOutput(REJECTED, _rejection(record, "over_budget", detail))
             else:
@@ -136,9 +139,11 @@ class _PackKey(_WithResources):
         kept, duplicates = order_records([(sort_hash, from_row(row)) for sort_hash, row in values])
         if epoch == self.config.epoch_offset:  # reject a duplicate once, not once per epoch
             for measured in duplicates:
+                RECORDS_REJECTED.inc()
                 detail = "another record has this id; the first in input order (file name, then index) is kept"
                 yield beam.pvalue.TaggedOutput(REJECTED, _rejection(measured.record, "duplicate_id", detail))
         samples = self.packer.pack(kept, epoch, key)
+        SAMPLES_PACKED.inc(len(samples))
         ordinal = (epoch - self.config.epoch_offset) * num_keys + key
         yield ordinal, [sample_to_dict(sample) for sample in samples]
 
