@@ -72,7 +72,7 @@ def test_default_run_uses_the_bundled_sample_data(tmp_path):
     manifest = json.loads((tmp_path / "mosaic-output" / "manifest.json").read_text())
     assert manifest["counts"]["records_read"] == 300 and manifest["inputs"][0].endswith("sample.jsonl")
     assert set(manifest["counts"]["rejected"]) >= {"malformed_json", "multi_turn", "over_budget", "unsupported_role"}
-    assert "records read: 300" in done.stdout
+    assert "300 read · 11 rejected" in done.stdout
 
 
 def test_the_core_logic_does_not_import_beam():
