@@ -5,11 +5,15 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from importlib import resources
 from typing import Callable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import GoogleCloudOptions, TestOptions
+from apache_beam.runners import DataflowRunner
+from apache_beam.runners.runner import PipelineResult
 
 from pipeline.errors import UsageError
 from pipeline.inspection import inspect_command
@@ -21,6 +25,7 @@ from pipeline.report import report_command
 from pipeline.run_stats import mosaic_table
 from transforms.core.rules import RulesError, load_rules
 from transforms.core.tokens import TokenizerSpecError, load_counter
+from transforms.publish import MANIFEST, PublishRun, RunFolder
 from transforms.read import InputError, expand_inputs
 from transforms.write import clear_outputs
 
@@ -48,18 +53,56 @@ def prepare(argv: Sequence[str]) -> tuple[MosaicOptions, list[str]]:
     return options, inputs
 
 
-def run(argv: Sequence[str]) -> dict:
-    """Runs the mosaic pipeline to completion; returns the manifest."""
+@dataclass(frozen=True)
+class Started:
+    """A run handed to its runner: the runner's result and the manifest the run will publish."""
+
+    result: PipelineResult
+    manifest: str
+    ran: bool  # False when the runner only described the job (a Dataflow template launch or dry run)
+
+
+def start(argv: Sequence[str]) -> Started:
+    """Builds the run and hands it to the runner; returns once the job is done or, for a runner
+    that only describes the job, once it is described."""
     options, inputs = prepare(argv)
-    if not FileSystems.exists(options.output):
-        FileSystems.mkdirs(options.output)
-    clear_outputs(options.output)
+    run_folder = RunFolder.new_attempt(options.output, options.run_id) if options.run_id else None
+    if run_folder:
+        directory, manifest = run_folder.attempt_path, run_folder.manifest  # a fresh folder: nothing to clear
+    else:
+        directory, manifest = options.output, FileSystems.join(options.output, MANIFEST)
+        if not FileSystems.exists(directory):
+            FileSystems.mkdirs(directory)
+        clear_outputs(directory)
     everything = options.get_all_options(retain_unknown_options=False)
     own_options = {name: everything[name] for name in sorted(_own_option_names())}
     pipeline = beam.Pipeline(options=options)
-    build_mosaic_pipeline(pipeline, options.config(), inputs, options.output, options.output_formats(), options.num_shards, own_options)
-    run_with_progress(pipeline)
-    with FileSystems.open(FileSystems.join(options.output, "manifest.json")) as handle:
+    attempt_manifest = build_mosaic_pipeline(
+        pipeline, options.config(), inputs, directory, options.output_formats(), options.num_shards, own_options
+    )
+    if run_folder:
+        attempt_manifest | "PublishRun" >> PublishRun(run_folder)
+    result = run_with_progress(pipeline)
+    return Started(result, manifest, ran=not describes_only(pipeline))
+
+
+def describes_only(pipeline: beam.Pipeline) -> bool:
+    """True when the runner only describes the job: a Dataflow template launch (a Flex Template passes
+    --template_location; the job runs later, on Dataflow) or a Dataflow dry run."""
+    options = pipeline.options
+    return isinstance(pipeline.runner, DataflowRunner) and bool(
+        options.view_as(GoogleCloudOptions).template_location or options.view_as(TestOptions).dry_run
+    )
+
+
+def run(argv: Sequence[str]) -> Optional[dict]:
+    """Runs the mosaic pipeline to completion; returns the manifest, or None when the job was only described."""
+    started = start(argv)
+    return read_manifest(started.manifest) if started.ran else None
+
+
+def read_manifest(path: str) -> dict:
+    with FileSystems.open(path) as handle:
         return json.loads(handle.read())
 
 
@@ -71,8 +114,14 @@ def _own_option_names() -> set[str]:
 
 def run_command(argv: Sequence[str]) -> int:
     flags = apply_recipe(argv, MosaicOptions)
-    if flags is not None:
-        print(mosaic_table(run(flags)))
+    if flags is None:  # --print-config
+        return 0
+    started = start(flags)
+    if started.ran:
+        print(mosaic_table(read_manifest(started.manifest)))
+        print(f"manifest: {started.manifest}")
+    else:
+        print(f"job described, not run here; it writes {started.manifest} last")
     return 0
 
 

@@ -73,7 +73,7 @@ def token_summary(histogram: Mapping[str, int]) -> dict[str, int]:
     return {"total": total, "min": ordered[0][0], "p50": percentile(0.5), "p90": percentile(0.9), "max": ordered[-1][0]}
 
 
-def manifest(stats: dict, config: MosaicConfig, options: dict, inputs: list[str], outputs: dict[str, list[str]]) -> dict:
+def manifest(stats: dict, config: MosaicConfig, options: dict, inputs: list[str], directory: str, outputs: dict[str, list[str]]) -> dict:
     """Everything about a run a later reader needs, without timestamps (so reruns compare equal)."""
     table: dict[str, dict[str, int]] = {}
     for (section, name), value in sorted(stats.items()):
@@ -100,6 +100,7 @@ def manifest(stats: dict, config: MosaicConfig, options: dict, inputs: list[str]
             "tokens": token_summary(table.get("n_tokens", {})),
             "rejected": rejected,
         },
+        "directory": directory,
         "outputs": outputs,
     }
 
@@ -117,14 +118,14 @@ class _WriteManifest(beam.DoFn):
 
     def process(self, stats: dict, sample_files: list[str], rejected_files: list[str]):
         outputs = {"samples": _names(sample_files), "rejected": _names(rejected_files)}
-        document = manifest(stats, self.config, self.options, self.inputs, outputs)
+        document = manifest(stats, self.config, self.options, self.inputs, self.directory, outputs)
         path = FileSystems.join(self.directory, "manifest.json")
         write_atomically(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
         yield path
 
 
 def _names(paths: list[str]) -> list[str]:
-    """File names relative to the output directory, so a run folder can be moved."""
+    """File names within the manifest's `directory` (the attempt folder of a run with --run-id)."""
     return sorted(path.rsplit("/", 1)[-1] for path in paths)
 
 

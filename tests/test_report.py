@@ -1,5 +1,6 @@
 """`mosaic-it report` and `mosaic-it inspect` on a real run of the shared data, and the end-of-run table."""
 import base64
+import contextlib
 import io
 import json
 import re
@@ -25,8 +26,6 @@ pytestmark = pytest.mark.skipif(not INPUTS[0].exists(), reason="needs ../shared/
 def run_dir(tmp_path_factory):
     """A mosaic run with rejections (multi-turn conversations) and every strategy."""
     directory = tmp_path_factory.mktemp("run")
-    import contextlib
-
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = main(["run", "--input", *map(str, INPUTS), "--output", str(directory), "--epochs", "2", "--max-length", "1024", "--formats", "jsonl"])
@@ -42,7 +41,7 @@ def _manifest(run_dir) -> dict:
 def test_run_ends_with_the_summary_table(run_dir):
     manifest = _manifest(run_dir)
     table = (run_dir / "printed.txt").read_text()
-    assert table == mosaic_table(manifest) + "\n"
+    assert table == mosaic_table(manifest) + f"\nmanifest: {run_dir / 'manifest.json'}\n"
     counts = manifest["counts"]
     assert f"{counts['records_read']:,} read · {counts['records_rejected']:,} rejected" in table
     assert re.search(r"tokens +mean [\d,]+ \(\d+% of the 1,024 budget\) · median [\d,]+ · p90 [\d,]+ · max [\d,]+", table)
