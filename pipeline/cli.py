@@ -1,7 +1,6 @@
-"""`mosaic-it` command line: `mosaic-it run [options] [Beam pipeline options]`."""
+"""`mosaic-it` command line: `mosaic-it COMMAND [options] [Beam pipeline options]`."""
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -12,17 +11,18 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.mosaic import build_mosaic_pipeline
-from pipeline.options import MosaicOptions, OptionsError, validate
+from pipeline.options import MosaicOptions, OptionsError, UsageError, own_option_values, validate
+from pipeline.select import select_command
 from transforms.core.rules import RulesError, load_rules
 from transforms.core.tokens import TokenizerSpecError, load_counter
 from transforms.read import InputError, expand_inputs
 from transforms.write import clear_outputs
 
-USAGE = "usage: mosaic-it COMMAND [options] [Beam pipeline options]\n  run   make mosaicked training data (see README.md for every option)"
-
-
-class UsageError(ValueError):
-    """A mistake in the command line, reported as one line."""
+USAGE = (
+    "usage: mosaic-it COMMAND [options] [Beam pipeline options]\n"
+    "  run     make mosaicked training data (see README.md for every option)\n"
+    "  select  score records with a causal LM and select them the IterIT way (needs the [select] extra)"
+)
 
 
 def sample_input() -> str:
@@ -49,20 +49,13 @@ def run(argv: Sequence[str]) -> dict:
     if not FileSystems.exists(options.output):
         FileSystems.mkdirs(options.output)
     clear_outputs(options.output)
-    everything = options.get_all_options(retain_unknown_options=False)
-    own_options = {name: everything[name] for name in sorted(_own_option_names())}
+    own_options = own_option_values(options, MosaicOptions)
     with beam.Pipeline(options=options) as pipeline:
         build_mosaic_pipeline(
             pipeline, options.config(), inputs, options.output, options.output_formats(), options.num_shards, own_options
         )
     with FileSystems.open(FileSystems.join(options.output, "manifest.json")) as handle:
         return json.loads(handle.read())
-
-
-def _own_option_names() -> set[str]:
-    parser = argparse.ArgumentParser()
-    MosaicOptions._add_argparse_args(parser)
-    return set(vars(parser.parse_args([])))
 
 
 def summary(document: dict) -> str:
@@ -88,6 +81,7 @@ def run_command(argv: Sequence[str]) -> int:
 # A function raises UsageError for a one-line error message.
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": run_command,
+    "select": select_command,
 }
 
 
