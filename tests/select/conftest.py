@@ -1,4 +1,5 @@
-"""A tiny randomly initialised causal LM and tokenizer, built in a temporary directory (no downloads)."""
+"""A tiny tokenizer trained here and a tiny randomly initialised causal LM, in temporary
+directories (nothing is downloaded). Tests that need torch skip without it."""
 from __future__ import annotations
 
 import json
@@ -6,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="mosaic-it select needs torch (the [select] extra)")
-
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
-# The tokenizer's own chat template (ChatML, as Qwen ships it).
+# The tokenizer's own chat template (ChatML, the shape Qwen ships).
 OWN_TEMPLATE = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
@@ -21,7 +20,7 @@ WORDS = (
 
 
 def make_records(count: int) -> list[dict]:
-    """Alpaca records with varied, deterministic wording."""
+    """Alpaca records with varied, deterministic wording; every third has an input."""
     records = []
     for i in range(count):
         words = [WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 5)]
@@ -34,11 +33,12 @@ def make_records(count: int) -> list[dict]:
     return records
 
 
-def build_tiny_model(directory: Path, chat_template: str | None, seed: int = 0) -> Path:
+def build_tokenizer(directory: Path, chat_template: str | None):
+    """A byte-level BPE tokenizer trained on the test vocabulary, saved to `directory`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    corpus = [" ".join(WORDS)] + [" ".join(r.values()) for r in make_records(60)] + ["You are a helpful assistant. Input: "]
+    corpus = [" ".join(WORDS), "You are a helpful assistant. Input: "] + [" ".join(r.values()) for r in make_records(60)]
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -52,6 +52,15 @@ def build_tiny_model(directory: Path, chat_template: str | None, seed: int = 0) 
     if chat_template:
         tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def build_tiny_model(directory: Path, chat_template: str | None, seed: int = 0) -> Path:
+    """Tokenizer plus a 2-layer Llama with hidden size 32, randomly initialised from `seed`."""
+    torch = pytest.importorskip("torch", reason="mosaic-it select needs torch (the [select] extra)")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tokenizer(directory, chat_template)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
@@ -62,9 +71,21 @@ def build_tiny_model(directory: Path, chat_template: str | None, seed: int = 0) 
 
 
 @pytest.fixture(scope="session")
+def tokenizer(tmp_path_factory):
+    """The test tokenizer with its own chat template."""
+    return build_tokenizer(tmp_path_factory.mktemp("tokenizer"), OWN_TEMPLATE)
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A model directory whose tokenizer has its own chat template."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), OWN_TEMPLATE)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_next(tmp_path_factory) -> Path:
+    """Another checkpoint of the same shape (other weights): the model of a later round."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model-next"), OWN_TEMPLATE, seed=1)
 
 
 @pytest.fixture(scope="session")
@@ -73,5 +94,10 @@ def tiny_model_no_template(tmp_path_factory) -> Path:
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
+    """Rows as JSON lines; a string row is written as it is (for malformed lines)."""
     path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+SHARED = Path(__file__).resolve().parents[2] / "../shared"
+
