@@ -114,9 +114,8 @@ class Located:
 
 @dataclass(frozen=True)
 class ScoringPair:
-    """The two token sequences of one record, each ending with its scored response tokens."""
+    """The two token sequences of a record's text, each ending with its scored response tokens."""
 
-    record_id: str
     key: str  # cache key of the score
     conditional: tuple[int, ...]
     conditional_response: int  # how many of the last tokens of `conditional` are scored
@@ -145,6 +144,10 @@ class ScoringIdentity:
         ).hex()
 
 
+class TemplateMismatch(ValueError):
+    """One record's chat does not render as text before + response + text after."""
+
+
 class PairBuilder:
     """Records -> scoring pairs (or rejections), with a Hugging Face fast tokenizer."""
 
@@ -171,29 +174,24 @@ class PairBuilder:
         return before, after
 
     def build(self, records: Sequence[Record]) -> list[Union[ScoringPair, Rejection]]:
-        texts: list[str] = []
-        spans: list[tuple[int, int]] = []
-        results: list[Union[ScoringPair, Rejection, None]] = []
-        for record in records:
-            try:
-                located = self._texts(record)
-            except Exception as err:  # a mismatch, or anything Jinja raises for this record's chat
-                results.append(reject(record, "template_mismatch", f"{type(err).__name__}: {err}"))
-                continue
-            results.append(None)
-            for text, span in located:
-                texts.append(text)
-                spans.append(span)
-        encoded = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else None
-        located_texts = [
-            self._located(ids, offsets, span)
-            for ids, offsets, span in zip(encoded["input_ids"], encoded["offset_mapping"], spans)
-        ] if encoded else []
-        pending = iter(zip(located_texts[0::2], located_texts[1::2]))
+        """One result per record, in order; the texts of all records are tokenized in one call."""
+        rendered = [self._texts_or_rejection(record) for record in records]
+        texts = [(text, span) for item in rendered if not isinstance(item, Rejection) for text, span in item]
+        encoded = self.tokenizer([text for text, _ in texts], add_special_tokens=False, return_offsets_mapping=True) if texts else None
+        located = iter(
+            [self._located(ids, offsets, span) for ids, offsets, (_, span) in zip(encoded["input_ids"], encoded["offset_mapping"], texts)]
+            if encoded else []
+        )
         return [
-            result if result is not None else self._pair(record, *next(pending))
-            for record, result in zip(records, results)
+            item if isinstance(item, Rejection) else self._pair(record, next(located), next(located))
+            for record, item in zip(records, rendered)
         ]
+
+    def _texts_or_rejection(self, record: Record) -> Union[list[tuple[str, tuple[int, int]]], Rejection]:
+        try:
+            return self._texts(record)
+        except Exception as err:  # a mismatch, or anything Jinja raises for this record's chat
+            return reject(record, "template_mismatch", f"{type(err).__name__}: {err}")
 
     def _texts(self, record: Record) -> list[tuple[str, tuple[int, int]]]:
         """[(conditional text, response span), (prior text, response span)]."""
@@ -231,7 +229,7 @@ class PairBuilder:
             detail = f"the instruction and template take {conditional.tokens_for(1)[0]} of --max-tokens {self.max_tokens} tokens"
             return reject(record, "response_truncated", detail)
         return ScoringPair(
-            record.id, self.identity.key(record),
+            self.identity.key(record),
             tuple(conditional.ids[:c_last]), c_last - c_first,
             tuple(prior.ids[:p_last]), p_last - p_first,
         )
@@ -241,13 +239,7 @@ class PairBuilder:
         _, last = text.tokens_for(length)
         if last <= self.max_tokens:
             return length
-        if self.max_tokens == 0:
-            return 0
         return max(0, min(length, text.offsets[self.max_tokens - 1][1] - text.response_start))
-
-
-class TemplateMismatch(ValueError):
-    """One record's chat does not render as text before + response + text after."""
 
 
 def ifd_score(conditional_loss: float, prior_loss: float) -> float:
