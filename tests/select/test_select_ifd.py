@@ -155,3 +155,19 @@ def test_micro_batches_cover_everything_within_the_budget(lengths, budget):
     for batch in batches:
         assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= budget
         assert [lengths[i] for i in batch] == sorted((lengths[i] for i in batch), reverse=True)
+
+
+@pytest.mark.parametrize("template_name", PROMPT_TEMPLATES)
+def test_masking_with_the_real_llama2_tokenizer(template_name):
+    from select_support import SHARED
+    from transformers import AutoTokenizer
+
+    path = SHARED / "tokenizers/llama2"
+    if not path.is_dir():
+        pytest.skip(f"the Llama-2 tokenizer is absent: {path}")
+    llama = AutoTokenizer.from_pretrained(str(path))
+    item = record("Translate to French", "the cat is here", "le chat est là")
+    [pair] = PairBuilder(llama, identity(PROMPT_TEMPLATES[template_name])).build([item])
+    assert_scores_the_response(llama, pair.conditional, pair.conditional_response, item.output)
+    assert_scores_the_response(llama, pair.prior, pair.prior_response, item.output)
+    assert pair.prior[0] == llama.bos_token_id or template_name == "chatml"

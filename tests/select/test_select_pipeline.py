@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_records, write_jsonl
+from select_support import make_records, write_jsonl
 
 from pipeline.cli import main, run
 from pipeline.select import run_select

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import SHARED
+from select_support import SHARED
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import make_records, write_jsonl
+from select_support import make_records, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 # Makes every `import torch` fail, as if torch were not installed.
