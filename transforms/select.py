@@ -110,14 +110,11 @@ class MatchPrevious(beam.PTransform):
         )
 
 
-class _Builder:
+def _load_builder(config: ScoringConfig) -> PairBuilder:
     """The tokenizer and pair builder a worker process loads once."""
+    from transformers import AutoTokenizer
 
-    def __init__(self, config: ScoringConfig):
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, revision=config.tokenizer_revision)
-        self.builder = PairBuilder(tokenizer, config.identity)
+    return PairBuilder(AutoTokenizer.from_pretrained(config.tokenizer, revision=config.tokenizer_revision), config.identity)
 
 
 class _Prepare(beam.DoFn):
@@ -127,7 +124,7 @@ class _Prepare(beam.DoFn):
 
     def setup(self):
         tag = repr((self.config.tokenizer, self.config.tokenizer_revision, self.config.identity))
-        self.builder = self._handle.acquire(lambda: _Builder(self.config), tag=tag).builder
+        self.builder = self._handle.acquire(lambda: _load_builder(self.config), tag=tag)
 
     def process(self, batch: list[Candidate]):
         for candidate, result in zip(batch, self.builder.build([c.record for c in batch])):
