@@ -1,7 +1,6 @@
-"""`mosaic-it` command line: `mosaic-it run [options] [Beam pipeline options]`."""
+"""`mosaic-it` command line: `mosaic-it COMMAND [options] [Beam pipeline options]`."""
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -18,11 +17,12 @@ from apache_beam.runners.runner import PipelineResult
 from pipeline.errors import UsageError
 from pipeline.inspection import inspect_command
 from pipeline.mosaic import build_mosaic_pipeline
-from pipeline.options import MosaicOptions, OptionsError, validate
+from pipeline.options import MosaicOptions, OptionsError, own_option_values, validate
 from pipeline.progress import configure_logging, run_with_progress
 from pipeline.recipes import apply_recipe
 from pipeline.report import report_command
 from pipeline.run_stats import mosaic_table
+from pipeline.iterit import select_command
 from transforms.core.rules import RulesError, load_rules
 from transforms.core.tokens import TokenizerSpecError, load_counter
 from transforms.publish import MANIFEST, PublishRun, RunFolder
@@ -31,6 +31,7 @@ from transforms.write import clear_outputs
 
 USAGE = """usage: mosaic-it COMMAND [options] [Beam pipeline options]
   run       make mosaicked training data (see README.md for every option)
+  select    score records with a causal LM and select them the IterIT way (needs the [select] extra)
   report    write DIR/report/index.html with figures of a finished run
   inspect   print samples of a finished run readably"""
 
@@ -74,8 +75,7 @@ def start(argv: Sequence[str]) -> Started:
         if not FileSystems.exists(directory):
             FileSystems.mkdirs(directory)
         clear_outputs(directory)
-    everything = options.get_all_options(retain_unknown_options=False)
-    own_options = {name: everything[name] for name in sorted(_own_option_names())}
+    own_options = own_option_values(options, MosaicOptions)
     pipeline = beam.Pipeline(options=options)
     attempt_manifest = build_mosaic_pipeline(
         pipeline, options.config(), inputs, directory, options.output_formats(), options.num_shards, own_options
@@ -106,12 +106,6 @@ def read_manifest(path: str) -> dict:
         return json.loads(handle.read())
 
 
-def _own_option_names() -> set[str]:
-    parser = argparse.ArgumentParser()
-    MosaicOptions._add_argparse_args(parser)
-    return set(vars(parser.parse_args([])))
-
-
 def run_command(argv: Sequence[str]) -> int:
     flags = apply_recipe(argv, MosaicOptions)
     if flags is None:  # --print-config
@@ -129,6 +123,7 @@ def run_command(argv: Sequence[str]) -> int:
 # A function raises UsageError for a one-line error message.
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": run_command,
+    "select": select_command,
     "report": report_command,
     "inspect": inspect_command,
 }

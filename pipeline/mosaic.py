@@ -14,13 +14,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils import shared
 
-from transforms.core.randomness import digest
 from transforms.mosaic import SAMPLES, MeasureRecords, MosaicConfig, MosaicSamples, keys_per_epoch
 from transforms.read import RECORDS, REJECTED, ReadRecords
-from transforms.write import REJECTED_FORMAT, SAMPLE_FORMATS, WriteSortedShards, write_atomically
+from transforms.write import SAMPLE_FORMATS, WriteRejected, WriteSortedShards, write_atomically
 
 KEYS_PER_SHARD = 8  # default sharding: one output shard per 8 (epoch, key) packing keys
-REJECTED_PER_SHARD = 100_000
 _PACKAGES = ("mosaic-it-beam", "apache-beam", "transformers", "tokenizers", "fastavro", "quicktok-v1", "pyyaml")
 
 
@@ -28,7 +26,7 @@ def default_num_shards(total_keys: int) -> int:
     return max(1, math.ceil(total_keys / KEYS_PER_SHARD))
 
 
-class _SumCounters(beam.CombineFn):
+class SumCounters(beam.CombineFn):
     def create_accumulator(self):
         return Counter()
 
@@ -85,7 +83,7 @@ def manifest(stats: dict, config: MosaicConfig, options: dict, inputs: list[str]
         "options": options,
         "tokenizer": config.tokenizer,
         "length_template": config.length_template,
-        "versions": {"python": platform.python_version(), **{name: _version(name) for name in _PACKAGES}},
+        "versions": versions(_PACKAGES),
         "inputs": inputs,
         "counts": {
             # Every epoch: records_per_epoch[epoch] + records_rejected == records_read.
@@ -103,6 +101,11 @@ def manifest(stats: dict, config: MosaicConfig, options: dict, inputs: list[str]
         "directory": directory,
         "outputs": outputs,
     }
+
+
+def versions(packages: Iterable[str]) -> dict[str, str]:
+    """Python's and each package's installed version."""
+    return {"python": platform.python_version(), **{name: _version(name) for name in packages}}
 
 
 def _version(package: str) -> str:
@@ -152,16 +155,7 @@ def build_mosaic_pipeline(
     )
 
     rejected = (read[REJECTED], measured[REJECTED], packed[REJECTED]) | "AllRejected" >> beam.Flatten()
-    rejected_shards = (
-        rejected
-        | "CountRejected" >> beam.combiners.Count.Globally()
-        | "RejectedShards" >> beam.Map(lambda count: max(1, math.ceil(count / REJECTED_PER_SHARD)))
-    )
-    rejected_files = (
-        rejected
-        | "ShardRejected" >> beam.Map(_assign_rejected_shard, beam.pvalue.AsSingleton(rejected_shards))
-        | "WriteRejected" >> WriteSortedShards(output, [REJECTED_FORMAT], rejected_shards)
-    )
+    rejected_files = rejected | "WriteRejected" >> WriteRejected(output)
 
     stats = (
         (
@@ -170,7 +164,7 @@ def build_mosaic_pipeline(
             valid_count | "ValidStats" >> beam.Map(lambda count: Counter({("input", "valid"): count})),
         )
         | "AllStats" >> beam.Flatten()
-        | "SumStats" >> beam.CombineGlobally(_SumCounters())
+        | "SumStats" >> beam.CombineGlobally(SumCounters())
     )
     return stats | "WriteManifest" >> beam.ParDo(
         _WriteManifest(output, config, options, inputs),
@@ -183,9 +177,3 @@ def _assign_sample_shard(element, total_keys: int, shards: int):
     """Contiguous ranges of key ordinals per shard, so shards follow epoch order."""
     ordinal, rows = element
     return ordinal * shards // total_keys, (ordinal, rows)
-
-
-def _assign_rejected_shard(rejection, shards: int):
-    row = rejection.to_dict()
-    order = (row["source"], row["reason"], row["detail"], row["record"])
-    return int.from_bytes(digest("rejected", row["source"])[:8], "big") % shards, (order, [row])

@@ -1,6 +1,7 @@
 """Pipeline options of `mosaic-it run`, declared once, and their validation."""
 from __future__ import annotations
 
+import argparse
 import re
 
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -19,18 +20,37 @@ class OptionsError(ValueError):
     """An option value that cannot work; the message is one line naming the option."""
 
 
+def own_option_values(options: PipelineOptions, options_class: type[PipelineOptions]) -> dict:
+    """The values of the options `options_class` declares (not Beam's), by name, sorted."""
+    parser = argparse.ArgumentParser()
+    options_class._add_argparse_args(parser)
+    everything = options.get_all_options(retain_unknown_options=False)
+    return {name: everything[name] for name in sorted(vars(parser.parse_args([])))}
+
+
+def add_input_output(parser: argparse.ArgumentParser) -> None:
+    """--input and --output, which every command shares. Beam parses the options of all loaded
+    PipelineOptions classes together, so a flag may be declared only once among them."""
+    if "--input" in parser._option_string_actions:
+        return
+    parser.add_argument(
+        "--input", nargs="+", default=None,
+        help="One or more globs of JSONL (.jsonl, .jsonl.gz) or JSON-array (.json) files. "
+        "Default for run: the sample records shipped with the package.",
+    )
+    parser.add_argument(
+        "--output", default=DEFAULT_OUTPUT,
+        help=f"Output directory (local path or any Beam filesystem URL). Default for run: {DEFAULT_OUTPUT}; select needs it.",
+    )
+
+
 class MosaicOptions(PipelineOptions):
     """Every multi-word flag also has its underscore spelling (`--max_length`), the form Beam, Dataflow
     templates and Airflow generate from an option's name."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument(
-            "--input", nargs="+", default=None,
-            help="One or more globs of JSONL (.jsonl, .jsonl.gz) or JSON-array (.json) files. "
-            "Default: the sample records shipped with the package.",
-        )
-        parser.add_argument("--output", default=DEFAULT_OUTPUT, help="Output directory (local path or any Beam filesystem URL).")
+        add_input_output(parser)
         parser.add_argument(
             "--tokenizer", default=DEFAULT_TOKENIZER,
             help="quicktok:<llama3|qwen3|cl100k_base|o200k_base> or hf:<hub id or local directory>.",

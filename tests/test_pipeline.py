@@ -3,7 +3,7 @@ import json
 import pytest
 
 from e2e import check_run, output_bytes, read_avro, read_jsonl, run_job
-from conftest import LLAMA2, SHARED_DATA, require_shared, write_jsonl
+from tests.shared_data import LLAMA2, SHARED_DATA, require_shared, write_jsonl
 from pipeline.cli import main
 
 BAD_LINES = [

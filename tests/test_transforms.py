@@ -10,7 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils import shared
 
-from conftest import write_jsonl
+from tests.shared_data import write_jsonl
 from transforms.core.records import Record
 from transforms.mosaic import MeasureRecords, MosaicConfig, MosaicSamples
 from transforms.read import REJECTED, ReadRecords, expand_inputs

@@ -1,7 +1,6 @@
 """Beam wiring of Mosaic-IT: measure records once, key them per epoch, pack each key."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Optional
 
@@ -10,7 +9,7 @@ from apache_beam.utils import shared
 
 from transforms.core.packing import KeyPacker, Measured, Overheads, PackSettings, Sample, order_records
 from transforms.core.randomness import record_keys
-from transforms.core.records import Record, Rejection
+from transforms.core.records import Record, reject
 from transforms.core.rules import load_rules
 from transforms.core.tokens import LengthTemplate, SampleLengths, load_counter
 from transforms.progress import RECORDS_REJECTED, RECORDS_TOKENIZED, SAMPLES_PACKED
@@ -87,13 +86,9 @@ class _MeasureBatch(_WithResources):
             if n_tokens > self.config.max_length:
                 RECORDS_REJECTED.inc()
                 detail = f"{n_tokens} tokens on its own, over --max-length {self.config.max_length}"
-                yield beam.pvalue.TaggedOutput(REJECTED, _rejection(record, "over_budget", detail))
+                yield beam.pvalue.TaggedOutput(REJECTED, reject(record, "over_budget", detail))
             else:
                 yield to_row(Measured(record, n_tokens))
-
-
-def _rejection(record: Record, reason: str, detail: str) -> Rejection:
-    return Rejection(record.id, reason, detail, json.dumps(record.to_alpaca(), ensure_ascii=False))
 
 
 class MeasureRecords(beam.PTransform):
@@ -141,7 +136,7 @@ class _PackKey(_WithResources):
             for measured in duplicates:
                 RECORDS_REJECTED.inc()
                 detail = "another record has this id; the first in input order (file name, then index) is kept"
-                yield beam.pvalue.TaggedOutput(REJECTED, _rejection(measured.record, "duplicate_id", detail))
+                yield beam.pvalue.TaggedOutput(REJECTED, reject(measured.record, "duplicate_id", detail))
         samples = self.packer.pack(kept, epoch, key)
         SAMPLES_PACKED.inc(len(samples))
         ordinal = (epoch - self.config.epoch_offset) * num_keys + key
