@@ -16,6 +16,9 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.mosaic import SumCounters, versions
 from pipeline.errors import UsageError
 from pipeline.options import OptionsError, own_option_values
+from pipeline.progress import run_with_progress
+from pipeline.recipes import apply_recipe
+from pipeline.report import select_summary
 from pipeline.select_options import CACHE_DIRECTORY, SelectOptions, validate
 from transforms.core.ifd import PairBuilder, ScoringIdentity, TemplateError, resolve_template
 from transforms.core.randomness import digest
@@ -345,24 +348,17 @@ def run_select(argv: Sequence[str]) -> dict:
         if not FileSystems.exists(directory):
             FileSystems.mkdirs(directory)
     clear_outputs(launch.output, OUTPUT_PREFIXES, (ORDER_FILE, MANIFEST_FILE))
-    with beam.Pipeline(options=options) as pipeline:
-        build_select_pipeline(pipeline, launch, own_option_values(options, SelectOptions))
+    pipeline = beam.Pipeline(options=options)
+    build_select_pipeline(pipeline, launch, own_option_values(options, SelectOptions))
+    run_with_progress(pipeline)
     with FileSystems.open(FileSystems.join(launch.output, MANIFEST_FILE)) as handle:
         return json.loads(handle.read())
 
 
-def summary(document: dict) -> str:
-    counts = document["counts"]
-    scores = counts["scores"]
-    return "\n".join([
-        f"round {document['round']}: records read: {counts['records_read']}   rejected: {counts['records_rejected']}   ordered: {counts['order']}",
-        f"scores: computed {scores['computed']}, cached {scores['cached']}, kept from the previous round {scores['kept']}",
-        f"window: {counts['window']}   candidates (IFD < 1): {counts['candidates']}   selected: {counts['selected']} of k = {counts['k']}",
-        "rejected: " + (", ".join(f"{k} {v}" for k, v in counts["rejected"].items()) or "none"),
-        f"outputs: {document['options']['output']}",
-    ])
-
-
 def select_command(argv: Sequence[str]) -> int:
-    print(summary(run_select(argv)))
+    flags = apply_recipe(argv, SelectOptions)
+    if flags is None:  # --print-config
+        return 0
+    document = run_select(flags)
+    print(select_summary(document["options"]["output"]))
     return 0

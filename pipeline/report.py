@@ -110,12 +110,9 @@ def select_summary(directory: str) -> str:
 def select_report(directory: str, manifest: dict) -> Report:
     """The report of a `mosaic-it select` run, from its scores, selected records and order."""
     scan, rejections = _scan_select_run(directory, manifest)
-    if scan.pick_scores:
-        picks = Plot("pick_scores", figures.pick_scores(scan.pick_scores, "diversity-adjusted score"),
-                     "The diversity-adjusted score of each pick when it was picked: its IFD times the weight its terms still had.")
-    else:
-        picks = Plot("pick_scores", figures.pick_scores(scan.selected_ifd, "IFD"),
-                     "order.jsonl carries no pick scores, so this is the IFD of the selected records in pick order.")
+    picks = Plot("pick_scores", figures.pick_scores(scan.pick_scores, "diversity-adjusted score"),
+                 "The score each pick won with, in pick order: its IFD times the weight its response's terms still had "
+                 "(with --score-type ifd: its IFD).")
     sections = [
         Section("IFD", [Plot("ifd", figures.ifd_distribution(scan.ifd, scan.selected_ifd),
                              "IFD of every scored record and of the selected ones; only records with IFD < 1 are candidates.")]),

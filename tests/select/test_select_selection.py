@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from transforms.core.randomness import digest
 from transforms.core.selection import (
-    ScoreRow, assemble_order, diverse_greedy, order_window, selection_size, tfidf, top_by_ifd, window_size,
+    ScoreRow, assemble_order, diverse_greedy, order_window, pick_scores, selection_size, tfidf, top_by_ifd, window_size,
 )
 
 
-def plain_greedy(ifd: np.ndarray, weights: sp.csr_matrix, k: int, decay: float) -> list[int]:
+def plain_greedy(ifd: np.ndarray, weights: sp.csr_matrix, k: int, decay: float, won_with: list | None = None) -> list[int]:
     """The reference: the loop as the method states it, on a mutable copy of the weights.
 
     k times: score every row (ifd x sum of its current weights), take the best row not yet
@@ -32,6 +32,8 @@ def plain_greedy(ifd: np.ndarray, weights: sp.csr_matrix, k: int, decay: float) 
         scores[picked] = -np.inf
         best = int(np.argmax(scores))
         picks.append(best)
+        if won_with is not None:
+            won_with.append(float(scores[best]))
         picked[best] = True
         terms = current.indices[current.indptr[best]:current.indptr[best + 1]]
         current.data[np.isin(current.indices, terms)] *= decay
@@ -111,6 +113,20 @@ def test_lazy_greedy_matches_the_plain_loop_on_real_responses():
     assert picks == plain_greedy(ifd[candidates], weights, k, 0.1)
 
 
+def test_pick_scores_are_the_scores_the_plain_loop_picked_with():
+    texts = t0_completions()[::97]
+    ifd = hashed_ifd(len(texts), salt="scores")
+    weights = tfidf(texts)
+    won_with: list[float] = []
+    picks = plain_greedy(ifd, weights, 40, 0.1, won_with)
+    assert pick_scores(ifd, weights, picks, 0.1) == pytest.approx(won_with, rel=1e-9)
+
+
+def test_order_rows_carry_the_score_each_pick_won_with():
+    ordered = order_window([0.9, 0.5, 1.2], ["alpha beta", "gamma delta", "epsilon"], 1, "ifd", 0.1)
+    assert ordered.pick_scores == [pytest.approx(0.9)]
+
+
 def test_diversity_prefers_new_terms_over_a_higher_score():
     # Three near-copies score highest on IFD alone; with diversity the second pick is the different one.
     responses = ["the cat sat on the mat", "the cat sat on the mat", "the cat sat on a mat", "dogs run in parks"]
@@ -160,5 +176,6 @@ def test_assemble_order_reorders_the_window_and_keeps_the_rest_in_place():
     assert [r["id"] for r in order.rows] == ["c", "b", "a", "x", "y"]
     assert [r["position"] for r in order.rows] == [0, 1, 2, 3, 4]
     assert [r["pick"] for r in order.rows] == [0, None, None, None, None]
+    assert [r["score"] is None for r in order.rows] == [False, True, True, True, True]
     assert (order.window, order.candidates, order.k, order.selected) == (3, 2, 1, 1)
     assert ScoreRow.from_dict(order.rows[3]) == kept[0]

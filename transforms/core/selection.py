@@ -124,6 +124,18 @@ def diverse_greedy(ifd: np.ndarray, weights: sp.csr_matrix, k: int, decay: float
     return picks
 
 
+def pick_scores(ifd: np.ndarray, weights: sp.csr_matrix, picks: Sequence[int], decay: float) -> list[float]:
+    """The score each pick had when it was picked: IFD x its row's weights after the earlier picks' decay."""
+    multipliers = np.ones(weights.shape[1])
+    indptr, indices, data = weights.indptr, weights.indices, weights.data
+    scores = []
+    for i in picks:
+        columns = indices[indptr[i]:indptr[i + 1]]
+        scores.append(row_score(ifd[i], data[indptr[i]:indptr[i + 1]], multipliers[columns]))
+        multipliers[columns] *= decay
+    return scores
+
+
 def top_by_ifd(ifd: np.ndarray, k: int) -> list[int]:
     """Positions of the k highest scores; ties by position."""
     return by_ifd_descending(ifd, range(len(ifd)))[:k]
@@ -140,6 +152,7 @@ class WindowOrder:
     order: list[int]
     picks: int
     candidates: int
+    pick_scores: list[float]  # the score each pick won with: IFD x diversity (`both`) or IFD (`ifd`)
 
 
 def order_window(ifd: Sequence[float], responses: Sequence[str], k: int, score_type: str, decay: float) -> WindowOrder:
@@ -157,12 +170,15 @@ def order_window(ifd: Sequence[float], responses: Sequence[str], k: int, score_t
     candidate_ifd = scores[candidates]
     if score_type == "ifd":
         chosen = top_by_ifd(candidate_ifd, k)
+        won_with = [float(candidate_ifd[j]) for j in chosen]
     else:
-        chosen = diverse_greedy(candidate_ifd, tfidf([responses[i] for i in candidates]), k, decay)
+        weights = tfidf([responses[i] for i in candidates])
+        chosen = diverse_greedy(candidate_ifd, weights, k, decay)
+        won_with = pick_scores(candidate_ifd, weights, chosen, decay)
     picked = set(chosen)
     rest = by_ifd_descending(candidate_ifd, [j for j in range(len(candidates)) if j not in picked])
     order = [candidates[j] for j in chosen] + others + [candidates[j] for j in rest]
-    return WindowOrder(order, len(chosen), len(candidates))
+    return WindowOrder(order, len(chosen), len(candidates), won_with)
 
 
 @dataclass(frozen=True)
@@ -193,7 +209,7 @@ class ScoreRow:
 
 @dataclass(frozen=True)
 class RoundOrder:
-    rows: list[dict]  # order.jsonl: ScoreRow fields plus position and pick (0-based, or None)
+    rows: list[dict]  # order.jsonl: ScoreRow fields plus position, pick (0-based, or None) and score (picks only)
     window: int
     candidates: int
     k: int
@@ -209,7 +225,11 @@ def assemble_order(
     rows = [window[i][0] for i in ordered.order] + list(kept)
     return RoundOrder(
         rows=[
-            {"position": position, **row.to_dict(), "pick": position if position < ordered.picks else None}
+            {
+                "position": position, **row.to_dict(),
+                "pick": position if position < ordered.picks else None,
+                "score": ordered.pick_scores[position] if position < ordered.picks else None,
+            }
             for position, row in enumerate(rows)
         ],
         window=len(window),
