@@ -111,7 +111,7 @@ def select_report(directory: str, manifest: dict) -> Report:
     """The report of a `mosaic-it select` run, from its scores, selected records and order."""
     scan, rejections = _scan_select_run(directory, manifest)
     picks = Plot("pick_scores", figures.pick_scores(scan.pick_scores, "diversity-adjusted score"),
-                 "The score each pick won with, in pick order: its IFD times the weight its response's terms still had "
+                 "The diversity-adjusted score each pick won with, in pick order: its IFD times the weight its response's terms still had "
                  "(with --score-type ifd: its IFD).")
     sections = [
         Section("IFD", [Plot("ifd", figures.ifd_distribution(scan.ifd, scan.selected_ifd),

@@ -81,7 +81,7 @@ def select_dir(tmp_path):
     _write_lines(tmp_path / "selected-00000-of-00001.jsonl", [{"id": i, "instruction": "x", "input": "", "output": "y"} for i in picks])
     _write_lines(tmp_path / "order.jsonl", [{"id": i, "score": 1.0 / (rank + 1)} for rank, i in enumerate(picks)] + [{"id": i} for i in rest])
     _write_lines(tmp_path / "rejected-00000-of-00001.jsonl", [
-        {"source": "a.jsonl:20", "reason": "empty_after_truncation", "detail": "no response token left", "record": "{}"}
+        {"source": "a.jsonl:20", "reason": "response_truncated", "detail": "no response token left", "record": "{}"}
     ])
     manifest = {"tool": "mosaic-it select", "options": {"output": str(tmp_path)}, "inputs": ["/data/a.jsonl", "/data/b.json"]}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
@@ -119,4 +119,4 @@ def test_report_of_a_select_run(select_dir, capsys):
     for name in ("ifd", "pick_scores", "selected_per_source", "rejected"):
         assert (folder / f"{name}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     page = (folder / "index.html").read_text()
-    assert "empty_after_truncation" in page and "diversity-adjusted" in page
+    assert "response_truncated" in page and "diversity-adjusted" in page
