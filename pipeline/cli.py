@@ -1,7 +1,6 @@
 """`mosaic-it` command line: `mosaic-it COMMAND [options] [Beam pipeline options]`."""
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from apache_beam.runners.runner import PipelineResult
 from pipeline.errors import UsageError
 from pipeline.inspection import inspect_command
 from pipeline.mosaic import build_mosaic_pipeline
+from pipeline.outputs import manifest_at
 from pipeline.options import MosaicOptions, OptionsError, own_option_values, validate
 from pipeline.progress import configure_logging, run_with_progress
 from pipeline.recipes import apply_recipe
@@ -98,12 +98,7 @@ def describes_only(pipeline: beam.Pipeline) -> bool:
 def run(argv: Sequence[str]) -> Optional[dict]:
     """Runs the mosaic pipeline to completion; returns the manifest, or None when the job was only described."""
     started = start(argv)
-    return read_manifest(started.manifest) if started.ran else None
-
-
-def read_manifest(path: str) -> dict:
-    with FileSystems.open(path) as handle:
-        return json.loads(handle.read())
+    return manifest_at(started.manifest) if started.ran else None
 
 
 def run_command(argv: Sequence[str]) -> int:
@@ -112,7 +107,7 @@ def run_command(argv: Sequence[str]) -> int:
         return 0
     started = start(flags)
     if started.ran:
-        print(mosaic_table(read_manifest(started.manifest)))
+        print(mosaic_table(manifest_at(started.manifest)))
         print(f"manifest: {started.manifest}")
     else:
         print(f"job described, not run here; it writes {started.manifest} last")

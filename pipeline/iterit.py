@@ -16,6 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.mosaic import SumCounters, versions
 from pipeline.errors import UsageError
 from pipeline.options import OptionsError, own_option_values
+from pipeline.outputs import manifest_at
 from pipeline.progress import run_with_progress
 from pipeline.recipes import apply_recipe
 from pipeline.report import select_summary
@@ -91,8 +92,7 @@ def _previous_round(previous: str, round_number: int) -> int:
     path = FileSystems.join(previous, MANIFEST_FILE)
     if not FileSystems.exists(path):
         raise UsageError(f"--previous '{previous}' holds no {MANIFEST_FILE}: not a finished select round")
-    with FileSystems.open(path) as handle:
-        document = json.loads(handle.read())
+    document = manifest_at(path)
     if document.get("tool") != "mosaic-it select":
         raise UsageError(f"--previous '{previous}' is not the output of mosaic-it select")
     if document["round"] >= round_number:
@@ -351,8 +351,7 @@ def run_select(argv: Sequence[str]) -> dict:
     pipeline = beam.Pipeline(options=options)
     build_select_pipeline(pipeline, launch, own_option_values(options, SelectOptions))
     run_with_progress(pipeline)
-    with FileSystems.open(FileSystems.join(launch.output, MANIFEST_FILE)) as handle:
-        return json.loads(handle.read())
+    return manifest_at(FileSystems.join(launch.output, MANIFEST_FILE))
 
 
 def select_command(argv: Sequence[str]) -> int:

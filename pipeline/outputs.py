@@ -19,12 +19,16 @@ class OutputsError(ValueError):
     """A folder that does not hold the outputs asked for; the message is one line."""
 
 
+def manifest_at(path: str) -> dict:
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read())
+
+
 def read_manifest(directory: str) -> dict:
     path = FileSystems.join(directory, "manifest.json")
     if not FileSystems.exists(path):
         raise OutputsError(f"'{directory}' has no manifest.json: not the output folder of a finished mosaic-it run")
-    with FileSystems.open(path) as handle:
-        return json.loads(handle.read())
+    return manifest_at(path)
 
 
 def matching(directory: str, pattern: str) -> list[str]:

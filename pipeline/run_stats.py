@@ -6,7 +6,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
-from pipeline.mosaic import token_summary
 from transforms.core.wrap import size_pmf
 from transforms.read import file_label
 
