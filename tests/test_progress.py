@@ -59,7 +59,10 @@ def _mosaic_pipeline(tmp_path, *flags) -> beam.Pipeline:
 
 
 @pytest.mark.skipif(not ALPACA.exists(), reason="needs ../shared/data (the project's shared test data)")
-def test_multi_processing_workers_publish_their_counts_to_the_driver(tmp_path, caplog):
+def test_multi_processing_workers_publish_their_counts_to_the_driver(tmp_path, caplog, monkeypatch):
+    own_tmp = tmp_path / "tmp"
+    own_tmp.mkdir()
+    monkeypatch.setattr(progress.tempfile, "tempdir", str(own_tmp))  # other runs on the machine share /tmp
     pipeline = _mosaic_pipeline(tmp_path, "--epochs=8", "--direct_running_mode=multi_processing", "--direct_num_workers=2")
     before = progress.TALLY.snapshot()
     with caplog.at_level(logging.INFO, logger=progress.LOGGER.name):
@@ -68,7 +71,7 @@ def test_multi_processing_workers_publish_their_counts_to_the_driver(tmp_path, c
     counts = _progress_counts(caplog)
     records_read = json.loads((tmp_path / "manifest.json").read_text())["counts"]["records_read"]
     assert counts and 0 < max(read for read, *_ in counts) <= records_read  # ...and the driver saw their counts
-    assert not list(Path(progress.tempfile.gettempdir()).glob("mosaic-it-progress-*"))  # the folder is removed
+    assert not list(own_tmp.glob("mosaic-it-progress-*"))  # the folder is removed
 
 
 class _RemoteResult:
