@@ -63,30 +63,40 @@ class _WithResources(beam.DoFn):
         self.resources = self._handle.acquire(lambda: Resources(self.config), tag=tag)
 
 
-# What crosses the shuffle: plain tuples, which Beam encodes without pickling.
-Row = tuple  # (id, instruction, input, output, origin, n_tokens)
+Row = tuple  # (id, instruction, input, output, origin, n_tokens, prompt_part, output_part)
+
+
+class RowBatch(list):
+    """Rows travel in lists, encoded by one pickle call per list: plain tuples of str and
+    int, which pickle turns into bytes 2-3x faster than Beam's per-element coder."""
+
+
+beam.coders.registry.register_coder(RowBatch, beam.coders.PickleCoder)
 
 
 def to_row(measured: Measured) -> Row:
     r = measured.record
-    return (r.id, r.instruction, r.input, r.output, r.origin, measured.n_tokens)
+    return (r.id, r.instruction, r.input, r.output, r.origin, measured.n_tokens, measured.prompt_part, measured.output_part)
 
 
 def from_row(row: Row) -> Measured:
-    return Measured(Record(*row[:5]), row[5])
+    return Measured(Record(*row[:5]), *row[5:])
 
 
 class _MeasureBatch(_WithResources):
-    """Counts a batch of records in one tokenizer call; a record alone over the budget is rejected."""
+    """Measures a batch of records in one tokenizer call and emits their rows as one list;
+    a record alone over the budget is rejected."""
 
     def process(self, batch: list[Record]):
-        counts = self.resources.lengths.count([(r.prompt, r.output) for r in batch])
-        for record, n_tokens in zip(batch, counts):
+        rows = RowBatch()
+        for record, (n_tokens, prompt_part, output_part) in zip(batch, self.resources.lengths.measure([(r.prompt, r.output) for r in batch])):
             if n_tokens > self.config.max_length:
                 detail = f"{n_tokens} tokens on its own, over --max-length {self.config.max_length}"
                 yield beam.pvalue.TaggedOutput(REJECTED, _rejection(record, "over_budget", detail))
             else:
-                yield to_row(Measured(record, n_tokens))
+                rows.append(to_row(Measured(record, n_tokens, prompt_part, output_part)))
+        if rows:
+            yield rows
 
 
 def _rejection(record: Record, reason: str, detail: str) -> Rejection:
@@ -94,7 +104,7 @@ def _rejection(record: Record, reason: str, detail: str) -> Rejection:
 
 
 class MeasureRecords(beam.PTransform):
-    """Records -> rows with their exact token length (main) and over-budget rejections."""
+    """Records -> RowBatches of rows with their exact token length (main) and over-budget rejections."""
 
     def __init__(self, config: MosaicConfig, handle: shared.Shared):
         super().__init__()
@@ -104,7 +114,7 @@ class MeasureRecords(beam.PTransform):
         return (
             records
             | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=4096)
-            | "Count" >> beam.ParDo(_MeasureBatch(self.config, self.handle)).with_outputs(REJECTED, main="rows")
+            | "Count" >> beam.ParDo(_MeasureBatch(self.config, self.handle)).with_output_types(RowBatch).with_outputs(REJECTED, main="rows")
         )
 
 
@@ -113,18 +123,30 @@ def keys_per_epoch(record_count: int, records_per_key: int) -> int:
     return max(1, record_count // records_per_key)
 
 
-class _AssignEpochKeys(beam.DoFn):
+def shard_of(ordinal: int, total_keys: int, num_shards: int) -> int:
+    """Contiguous ranges of key ordinals per shard, so shards follow epoch order."""
+    return ordinal * num_shards // total_keys
+
+
+class _AssignShards(beam.DoFn):
+    """A RowBatch -> (shard, RowBatch of (key ordinal, sort hash, row)) for every epoch of every row."""
+
     def __init__(self, config: MosaicConfig):
         self.config = config
 
-    def process(self, row: Row, num_keys: int):
-        for epoch in self.config.epoch_numbers:
-            group_hash, sort_hash = record_keys(self.config.seed, epoch, row[0])
-            yield (epoch, group_hash % num_keys), (sort_hash, row)
+    def process(self, rows: list[Row], num_keys: int, num_shards: int):
+        total_keys = num_keys * self.config.epochs
+        by_shard: dict[int, RowBatch] = {}
+        for position, epoch in enumerate(self.config.epoch_numbers):
+            for row in rows:
+                group_hash, sort_hash = record_keys(self.config.seed, epoch, row[0])
+                ordinal = position * num_keys + group_hash % num_keys
+                by_shard.setdefault(shard_of(ordinal, total_keys, num_shards), RowBatch()).append((ordinal, sort_hash, row))
+        yield from by_shard.items()
 
 
-class _PackKey(_WithResources):
-    """One (epoch, key): order its records, pack them, emit its samples as one list."""
+class _PackShard(_WithResources):
+    """One shard: pack each of its (epoch, key)s; emit (shard, [(key ordinal, [sample dict])])."""
 
     def setup(self):
         super().setup()
@@ -132,34 +154,44 @@ class _PackKey(_WithResources):
         self.packer = KeyPacker(self.config.pack_settings, r.rules, r.lengths, r.overheads)
 
     def process(self, element, num_keys: int):
-        (epoch, key), values = element
-        kept, duplicates = order_records([(sort_hash, from_row(row)) for sort_hash, row in values])
-        if epoch == self.config.epoch_offset:  # reject a duplicate once, not once per epoch
-            for measured in duplicates:
-                detail = "another record has this id; the first in input order (file name, then index) is kept"
-                yield beam.pvalue.TaggedOutput(REJECTED, _rejection(measured.record, "duplicate_id", detail))
-        samples = self.packer.pack(kept, epoch, key)
-        ordinal = (epoch - self.config.epoch_offset) * num_keys + key
-        yield ordinal, [sample_to_dict(sample) for sample in samples]
+        shard, parts = element
+        by_ordinal: dict[int, list] = {}
+        for part in parts:
+            for ordinal, sort_hash, row in part:
+                by_ordinal.setdefault(ordinal, []).append((sort_hash, from_row(row)))
+        packed = []
+        for ordinal in sorted(by_ordinal):
+            position, key = divmod(ordinal, num_keys)
+            epoch = self.config.epoch_offset + position
+            kept, duplicates = order_records(by_ordinal[ordinal])
+            if position == 0:  # reject a duplicate once, not once per epoch
+                for measured in duplicates:
+                    detail = "another record has this id; the first in input order (file name, then index) is kept"
+                    yield beam.pvalue.TaggedOutput(REJECTED, _rejection(measured.record, "duplicate_id", detail))
+            packed.append((ordinal, [sample_to_dict(sample) for sample in self.packer.pack(kept, epoch, key)]))
+        yield shard, packed
 
 
 class MosaicSamples(beam.PTransform):
-    """Measured rows -> (key ordinal, [sample dict]) per (epoch, key), and duplicate-id rejections.
+    """RowBatches -> (shard, [(key ordinal, [sample dict])]) for every output shard that
+    holds samples, and duplicate-id rejections.
 
-    `num_keys` is a singleton PCollection: keys per epoch.
+    Rows are grouped once, by the output shard of their (epoch, key), so samples are
+    written where they are packed. `num_keys` (keys per epoch) and `num_shards` are
+    singleton PCollections.
     """
 
-    def __init__(self, config: MosaicConfig, handle: shared.Shared, num_keys):
+    def __init__(self, config: MosaicConfig, handle: shared.Shared, num_keys, num_shards):
         super().__init__()
-        self.config, self.handle, self.num_keys = config, handle, num_keys
+        self.config, self.handle, self.num_keys, self.num_shards = config, handle, num_keys, num_shards
 
     def expand(self, rows):
         num_keys = beam.pvalue.AsSingleton(self.num_keys)
         return (
             rows
-            | "AssignEpochKeys" >> beam.ParDo(_AssignEpochKeys(self.config), num_keys)
-            | "GroupByKey" >> beam.GroupByKey()
-            | "PackKeys" >> beam.ParDo(_PackKey(self.config, self.handle), num_keys).with_outputs(REJECTED, main=SAMPLES)
+            | "AssignShards" >> beam.ParDo(_AssignShards(self.config), num_keys, beam.pvalue.AsSingleton(self.num_shards)).with_output_types(tuple[int, RowBatch])
+            | "GroupByShard" >> beam.GroupByKey()
+            | "PackShards" >> beam.ParDo(_PackShard(self.config, self.handle), num_keys).with_outputs(REJECTED, main=SAMPLES)
         )
 
 
