@@ -1,6 +1,8 @@
 """Beam wiring of Mosaic-IT: measure records once, key them per epoch, pack each key."""
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 from dataclasses import dataclass
 from typing import Optional
@@ -16,6 +18,8 @@ from transforms.core.tokens import LengthTemplate, SampleLengths, load_counter
 from transforms.read import REJECTED
 
 SAMPLES = "samples"
+# Records measured per tokenizer call; their rows also travel together through the shuffle.
+MEASURE_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ class MeasureRecords(beam.PTransform):
     def expand(self, records):
         return (
             records
-            | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=4096)
+            | "Batch" >> beam.BatchElements(min_batch_size=MEASURE_BATCH, max_batch_size=MEASURE_BATCH)
             | "Count" >> beam.ParDo(_MeasureBatch(self.config, self.handle)).with_output_types(RowBatch).with_outputs(REJECTED, main="rows")
         )
 
@@ -155,21 +159,40 @@ class _PackShard(_WithResources):
 
     def process(self, element, num_keys: int):
         shard, parts = element
+        with _collector_paused():
+            packed, duplicates = self._pack(parts, num_keys)
+        for measured in duplicates:
+            detail = "another record has this id; the first in input order (file name, then index) is kept"
+            yield beam.pvalue.TaggedOutput(REJECTED, _rejection(measured.record, "duplicate_id", detail))
+        yield shard, packed
+
+    def _pack(self, parts, num_keys: int) -> tuple[list, list[Measured]]:
         by_ordinal: dict[int, list] = {}
         for part in parts:
             for ordinal, sort_hash, row in part:
                 by_ordinal.setdefault(ordinal, []).append((sort_hash, from_row(row)))
-        packed = []
+        packed, rejected = [], []
         for ordinal in sorted(by_ordinal):
             position, key = divmod(ordinal, num_keys)
-            epoch = self.config.epoch_offset + position
-            kept, duplicates = order_records(by_ordinal[ordinal])
+            kept, duplicates = order_records(by_ordinal.pop(ordinal))
             if position == 0:  # reject a duplicate once, not once per epoch
-                for measured in duplicates:
-                    detail = "another record has this id; the first in input order (file name, then index) is kept"
-                    yield beam.pvalue.TaggedOutput(REJECTED, _rejection(measured.record, "duplicate_id", detail))
-            packed.append((ordinal, [sample_to_dict(sample) for sample in self.packer.pack(kept, epoch, key)]))
-        yield shard, packed
+                rejected.extend(duplicates)
+            samples = self.packer.pack(kept, self.config.epoch_offset + position, key)
+            packed.append((ordinal, [sample_to_dict(sample) for sample in samples]))
+        return packed, rejected
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Packing allocates millions of small objects that hold no reference cycles; the
+    cyclic garbage collector would walk the whole heap again and again for nothing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class MosaicSamples(beam.PTransform):

@@ -110,6 +110,10 @@ class TokenCounter(Protocol):
         """(first cut, last cut) of a text whose count splits there in any context, or None."""
         ...
 
+    def count_joined(self, groups: Sequence[Sequence[str]]) -> list[int]:
+        """For each group of texts that meet at cuts when joined: the count of the joined text."""
+        ...
+
 
 class QuicktokCounter:
     def __init__(self, encoding: str):
@@ -119,13 +123,15 @@ class QuicktokCounter:
 
         self.spec = f"quicktok:{encoding}"
         self._encoding = quicktok.get_encoding(encoding)
-        self._count_batch = quicktok.count_batch
         self.interior = BYTE_LEVEL_CUTS.interior  # every bundled encoding has a byte-level grammar
 
     def count(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        return self._count_batch(self._encoding, list(texts)).tolist()
+        return quicktok_counts(self._encoding, list(texts))
+
+    def count_joined(self, groups: Sequence[Sequence[str]]) -> list[int]:
+        return self.count(["".join(group) for group in groups])
 
 
 class HuggingFaceCounter:
@@ -138,22 +144,20 @@ class HuggingFaceCounter:
 
     def __init__(self, name_or_path: str):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-        from transformers import AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        except Exception as err:  # transformers raises many types for a bad name or path
-            raise TokenizerSpecError(f"cannot load Hugging Face tokenizer '{name_or_path}': {err}") from err
         self.spec = f"hf:{name_or_path}"
-        self._tokenizer = tokenizer
-        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._tokenizer = None  # the transformers tokenizer, used only when it has no fast backend
+        backend = _plain_tokenizer_json(name_or_path)
+        if backend is None:
+            self._tokenizer = _auto_tokenizer(name_or_path)
+            backend = getattr(self._tokenizer, "backend_tokenizer", None)
         self._encode_batch = getattr(backend, "encode_batch_fast", None) or getattr(backend, "encode_batch", None)
-        description = json.loads(backend.to_str()) if backend is not None else {}
+        serialized = backend.to_str() if backend is not None else "{}"
+        description = json.loads(serialized)
         added = [token["content"] for token in description.get("added_tokens", [])]
         self._added = re.compile("|".join(map(re.escape, sorted(added, key=len, reverse=True)))) if added else None
         self._added_joined = "\x00".join(added)
         self._cuts = cut_rule(description)
-        self._quicktok = quicktok_encoding(description, self.spec) if self._encode_batch else None
+        self._quicktok = quicktok_encoding(serialized, self.spec) if backend is not None else None
         self._to_verify = VERIFY_TEXTS
 
     def count(self, texts: Sequence[str]) -> list[int]:
@@ -171,6 +175,17 @@ class HuggingFaceCounter:
             counts = self._verify(texts, counts)
         return counts
 
+    def count_joined(self, groups: Sequence[Sequence[str]]) -> list[int]:
+        """A joined text where an added token shows up (perhaps made by the joining itself)
+        is counted as its parts."""
+        joined = ["".join(group) for group in groups]
+        counts = self.count(joined)
+        if self._added:
+            for i, text in enumerate(joined):
+                if self._added.search(text):
+                    counts[i] = sum(self.count(groups[i]))
+        return counts
+
     def interior(self, text: str) -> Optional[tuple[int, int]]:
         """A text whose added-token matches could cross a cut is not split: it holds an
         added token, or its head or tail could be part of one that began or ends outside it."""
@@ -186,25 +201,35 @@ class HuggingFaceCounter:
 
     def _count_hf(self, texts: list[str]) -> list[int]:
         if self._encode_batch is not None:
-            return [len(encoding.ids) for encoding in self._encode_batch(texts, add_special_tokens=False)]
+            return [len(encoding) for encoding in self._encode_batch(texts, add_special_tokens=False)]
         return [len(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def _count_quicktok(self, texts: list[str]) -> list[int]:
-        import quicktok
-
-        return quicktok.count_batch(self._quicktok, texts).tolist()
+        return quicktok_counts(self._quicktok, texts)
 
     def _verify(self, texts: list[str], counts: list[int]) -> list[int]:
-        reference = self._count_hf(texts)
-        if reference != counts:
-            wrong = next(text for text, a, b in zip(texts, counts, reference) if a != b)
+        checked = texts[: self._to_verify]
+        reference = self._count_hf(checked)
+        if reference != counts[: len(checked)]:
+            wrong = next(text for text, a, b in zip(checked, counts, reference) if a != b)
             log.warning("%s: quicktok and Hugging Face counts differ (e.g. on %r); counting with Hugging Face", self.spec, wrong[:80])
             self._quicktok = None
-            return reference
-        self._to_verify -= len(texts)
+            return reference + self._count_hf(texts[len(checked) :])
+        self._to_verify -= len(checked)
         if self._to_verify <= 0:
-            log.info("%s: counting with quicktok (it matched Hugging Face on the first texts)", self.spec)
+            log.info("%s: counting with quicktok (it matched Hugging Face on the first %d texts)", self.spec, VERIFY_TEXTS)
         return counts
+
+
+def quicktok_counts(encoding, texts: list[str]) -> list[int]:
+    """quicktok's counts; a thread pool only pays off on large batches."""
+    import quicktok
+
+    threads = 0 if sum(map(len, texts)) >= _THREADED_CHARS else 1
+    return quicktok.count_batch(encoding, texts, threads=threads).tolist()
+
+
+_THREADED_CHARS = 1 << 20
 
 
 def cut_rule(description: dict) -> Optional[CutRule]:
@@ -255,29 +280,73 @@ def _merges_cross_metaspace(merges: list) -> bool:
     return False
 
 
-def quicktok_encoding(description: dict, spec: str):
-    """quicktok's import of a byte-level BPE tokenizer, cached on disk by content; None if it refuses."""
+def _auto_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as err:  # transformers raises many types for a bad name or path
+        raise TokenizerSpecError(f"cannot load Hugging Face tokenizer '{name_or_path}': {err}") from err
+
+
+def _plain_tokenizer_json(name_or_path: str):
+    """The tokenizer.json of a local directory, loaded by the `tokenizers` library alone, when
+    transformers would use it as it is; else None. Importing transformers takes seconds.
+
+    transformers rebuilds the backend when the config sets `add_prefix_space` or `from_slow`,
+    and adds the special tokens the config names that the file lacks.
+    """
+    directory = Path(name_or_path)
+    if not (directory / "tokenizer.json").is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    try:
+        backend = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    except Exception as err:  # the Rust library reports a bad file as a plain Exception
+        raise TokenizerSpecError(f"cannot load Hugging Face tokenizer '{name_or_path}': {err}") from err
+    config = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        if (directory / name).is_file():
+            config.update(json.loads((directory / name).read_text(encoding="utf-8")))
+    if config.get("add_prefix_space") is not None or config.get("from_slow"):
+        return None
+    named = [value for key, value in config.items() if key.endswith("_token")]
+    for key in ("additional_special_tokens", "extra_special_tokens"):
+        extra = config.get(key) or []
+        named += list(extra.values()) if isinstance(extra, dict) else list(extra)
+    named += list((config.get("added_tokens_decoder") or {}).values())
+    contents = {token["content"] if isinstance(token, dict) else token for token in named if token}
+    present = {token.content for token in backend.get_added_tokens_decoder().values()}
+    return backend if contents <= present else None
+
+
+def quicktok_encoding(serialized: str, spec: str):
+    """quicktok's import of a byte-level BPE tokenizer (its tokenizer.json text), or None if
+    quicktok refuses it. Imports and refusals are cached on disk by content."""
     import quicktok
 
-    text = json.dumps(description, sort_keys=True)
-    directory = Path(tempfile.gettempdir()) / "mosaic-it-quicktok" / hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+    digest = hashlib.sha256(serialized.encode("utf-8")).hexdigest()[:24]
+    directory = Path(tempfile.gettempdir()) / "mosaic-it-quicktok" / digest
     name = "imported"
-    if not (directory / f"{name}.enc").exists():
+    if not directory.is_dir():
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=directory.parent))
-        (staging / "tokenizer.json").write_text(text, encoding="utf-8")
+        (staging / "tokenizer.json").write_text(serialized, encoding="utf-8")
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 quicktok.import_tokenizer(str(staging / "tokenizer.json"), name, data_dir=str(staging))
         except Exception as err:  # refused or failed: Hugging Face still counts exactly
-            shutil.rmtree(staging, ignore_errors=True)
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            log.warning("%s: quicktok cannot count it (%s); counting with Hugging Face", spec, reason)
-            return None
+            (staging / "refused.txt").write_text(str(err).splitlines()[0] if str(err) else type(err).__name__, encoding="utf-8")
+        (staging / "tokenizer.json").unlink()
         try:
             staging.rename(directory)
-        except OSError:  # another process imported it first
+        except OSError:  # another process got there first
             shutil.rmtree(staging, ignore_errors=True)
+    if (directory / "refused.txt").is_file():
+        reason = (directory / "refused.txt").read_text(encoding="utf-8")
+        log.warning("%s: quicktok cannot count it (%s); counting with Hugging Face", spec, reason)
+        return None
     return quicktok.get_encoding(name, str(directory))
 
 
@@ -317,6 +386,7 @@ class LengthTemplate:
 
 # A text known to stand in a sample, with its Part.
 Known = tuple[str, Part]
+_HEAD = 24  # characters of a known text searched for; a long needle costs more to prepare than to match
 
 
 class SampleLengths:
@@ -342,27 +412,30 @@ class SampleLengths:
 
     def count_composed(self, items: Sequence[tuple[str, str, Sequence[Known]]]) -> list[int]:
         """Exact lengths of (instruction, output) pairs, given texts known to stand in them in
-        order of appearance: only the stretches between their Parts are tokenized."""
-        pieces: list[str] = []
-        ends: list[int] = []
+        order of appearance: only what is left around their Parts is tokenized.
+
+        What is left meets at cuts again (a stretch between cuts starts with a character that
+        may follow a cut and ends with one that may precede it), so it is counted as one text.
+        Any occurrence of a known text serves (its Part's cuts are cuts wherever it stands),
+        so each is looked up by its first characters, then checked whole.
+        """
+        groups: list[list[str]] = []
         known_tokens: list[int] = []
         for instruction, output, known in items:
             text = self.template.text(instruction, output)
-            position, total = 0, self.template.special_tokens
+            position, total, left = 0, self.template.special_tokens, []
             for piece, (start, end, n_tokens) in known:
                 if end <= start:
                     continue
-                at = text.find(piece, position)
+                head = piece[:_HEAD]
+                at = text.find(head, position)
+                while at >= 0 and not text.startswith(piece, at):
+                    at = text.find(head, at + 1)
                 if at < 0:
                     continue
-                pieces.append(text[position : at + start])
+                left.append(text[position : at + start])
                 position, total = at + end, total + n_tokens
-            pieces.append(text[position:])
-            ends.append(len(pieces))
+            left.append(text[position:])
+            groups.append(left)
             known_tokens.append(total)
-        counts = self.counter.count(pieces)
-        totals, begin = [], 0
-        for end, total in zip(ends, known_tokens):
-            totals.append(total + sum(counts[begin:end]))
-            begin = end
-        return totals
+        return [total + n for total, n in zip(known_tokens, self.counter.count_joined(groups))]
