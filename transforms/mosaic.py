@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import pickle
 from dataclasses import dataclass
 from typing import Optional
 
@@ -70,12 +71,49 @@ class _WithResources(beam.DoFn):
 Row = tuple  # (id, instruction, input, output, origin, n_tokens, prompt_part, output_part)
 
 
-class RowBatch(list):
-    """Rows travel in lists, encoded by one pickle call per list: plain tuples of str and
-    int, which pickle turns into bytes 2-3x faster than Beam's per-element coder."""
+class RowBatch:
+    """A list of rows that crosses a shuffle as one pickle.
+
+    Pickle turns plain tuples of str and int into bytes 2-3x faster than Beam's
+    per-element coder, and a batch is unpickled only where its rows are read: Beam's
+    in-memory runner decodes and re-encodes every value it groups.
+    """
+
+    __slots__ = ("_rows", "_encoded")
+
+    def __init__(self, rows: Optional[list] = None, encoded: Optional[bytes] = None):
+        self._rows, self._encoded = rows, encoded
+
+    @property
+    def rows(self) -> list:
+        if self._rows is None:
+            self._rows = pickle.loads(self._encoded)
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def encoded(self) -> bytes:
+        if self._encoded is None:
+            self._encoded = pickle.dumps(self._rows, protocol=pickle.HIGHEST_PROTOCOL)
+        return self._encoded
 
 
-beam.coders.registry.register_coder(RowBatch, beam.coders.PickleCoder)
+class RowBatchCoder(beam.coders.Coder):
+    def encode(self, batch: RowBatch) -> bytes:
+        return batch.encoded()
+
+    def decode(self, encoded: bytes) -> RowBatch:
+        return RowBatch(encoded=encoded)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self):
+        return RowBatch
+
+
+beam.coders.registry.register_coder(RowBatch, RowBatchCoder)
 
 
 def to_row(measured: Measured) -> Row:
@@ -92,7 +130,7 @@ class _MeasureBatch(_WithResources):
     a record alone over the budget is rejected."""
 
     def process(self, batch: list[Record]):
-        rows = RowBatch()
+        rows = []
         for record, (n_tokens, prompt_part, output_part) in zip(batch, self.resources.lengths.measure([(r.prompt, r.output) for r in batch])):
             if n_tokens > self.config.max_length:
                 detail = f"{n_tokens} tokens on its own, over --max-length {self.config.max_length}"
@@ -100,7 +138,7 @@ class _MeasureBatch(_WithResources):
             else:
                 rows.append(to_row(Measured(record, n_tokens, prompt_part, output_part)))
         if rows:
-            yield rows
+            yield RowBatch(rows)
 
 
 def _rejection(record: Record, reason: str, detail: str) -> Rejection:
@@ -138,15 +176,16 @@ class _AssignShards(beam.DoFn):
     def __init__(self, config: MosaicConfig):
         self.config = config
 
-    def process(self, rows: list[Row], num_keys: int, num_shards: int):
+    def process(self, batch: RowBatch, num_keys: int, num_shards: int):
         total_keys = num_keys * self.config.epochs
-        by_shard: dict[int, RowBatch] = {}
+        by_shard: dict[int, list] = {}
         for position, epoch in enumerate(self.config.epoch_numbers):
-            for row in rows:
+            for row in batch.rows:
                 group_hash, sort_hash = record_keys(self.config.seed, epoch, row[0])
                 ordinal = position * num_keys + group_hash % num_keys
-                by_shard.setdefault(shard_of(ordinal, total_keys, num_shards), RowBatch()).append((ordinal, sort_hash, row))
-        yield from by_shard.items()
+                by_shard.setdefault(shard_of(ordinal, total_keys, num_shards), []).append((ordinal, sort_hash, row))
+        for shard, rows in by_shard.items():
+            yield shard, RowBatch(rows)
 
 
 class _PackShard(_WithResources):
@@ -168,8 +207,8 @@ class _PackShard(_WithResources):
 
     def _pack(self, parts, num_keys: int) -> tuple[list, list[Measured]]:
         by_ordinal: dict[int, list] = {}
-        for part in parts:
-            for ordinal, sort_hash, row in part:
+        for batch in parts:
+            for ordinal, sort_hash, row in batch.rows:
                 by_ordinal.setdefault(ordinal, []).append((sort_hash, from_row(row)))
         packed, rejected = [], []
         for ordinal in sorted(by_ordinal):
