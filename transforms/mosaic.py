@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
 
 from transforms.core.packing import KeyPacker, Measured, Overheads, PackSettings, Sample, order_records
@@ -72,31 +73,51 @@ Row = tuple  # (id, instruction, input, output, origin, n_tokens, prompt_part, o
 
 
 class RowBatch:
-    """A list of rows that crosses a shuffle as one pickle.
+    """A list (of rows, or of a shard's samples) that crosses PCollections as one pickle.
 
-    Pickle turns plain tuples of str and int into bytes 2-3x faster than Beam's
-    per-element coder, and a batch is unpickled only where its rows are read: Beam's
-    in-memory runner decodes and re-encodes every value it groups.
+    Pickle turns plain tuples, str and int into bytes 2-3x faster than Beam's
+    per-element coder, and a batch is unpickled only where it is read: Beam's in-memory
+    runner decodes and re-encodes every value it groups. Beam also samples the size of
+    elements by encoding them; RowBatchCoder estimates it from the first item instead.
     """
 
-    __slots__ = ("_rows", "_encoded")
+    __slots__ = ("_items", "_encoded")
 
-    def __init__(self, rows: Optional[list] = None, encoded: Optional[bytes] = None):
-        self._rows, self._encoded = rows, encoded
+    def __init__(self, items: Optional[list] = None, encoded: Optional[bytes] = None):
+        self._items, self._encoded = items, encoded
 
     @property
-    def rows(self) -> list:
-        if self._rows is None:
-            self._rows = pickle.loads(self._encoded)
-        return self._rows
+    def items(self) -> list:
+        if self._items is None:
+            self._items = pickle.loads(self._encoded)
+        return self._items
+
+    def __iter__(self):
+        return iter(self.items)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.items)
 
     def encoded(self) -> bytes:
         if self._encoded is None:
-            self._encoded = pickle.dumps(self._rows, protocol=pickle.HIGHEST_PROTOCOL)
+            self._encoded = pickle.dumps(self._items, protocol=pickle.HIGHEST_PROTOCOL)
         return self._encoded
+
+    def estimated_size(self) -> int:
+        if self._encoded is not None or not self._items:
+            return len(self.encoded())
+        return _approximate_size(self._items[0]) * len(self._items)
+
+
+def _approximate_size(value) -> int:
+    """Bytes of text and numbers in nested lists, tuples and dicts, without encoding them."""
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return sum(map(_approximate_size, value))
+    if isinstance(value, dict):
+        return sum(map(_approximate_size, value.keys())) + sum(map(_approximate_size, value.values()))
+    return 8
 
 
 class RowBatchCoder(beam.coders.Coder):
@@ -105,6 +126,9 @@ class RowBatchCoder(beam.coders.Coder):
 
     def decode(self, encoded: bytes) -> RowBatch:
         return RowBatch(encoded=encoded)
+
+    def estimate_size(self, batch: RowBatch) -> int:
+        return batch.estimated_size()
 
     def is_deterministic(self) -> bool:
         return False
@@ -125,20 +149,37 @@ def from_row(row: Row) -> Measured:
     return Measured(Record(*row[:5]), *row[5:])
 
 
-class _MeasureBatch(_WithResources):
-    """Measures a batch of records in one tokenizer call and emits their rows as one list;
-    a record alone over the budget is rejected."""
+class _MeasureRecords(_WithResources):
+    """Measures records MEASURE_BATCH at a time, one tokenizer call each, and emits their
+    rows as RowBatches; a record alone over the budget is rejected.
 
-    def process(self, batch: list[Record]):
+    It batches by itself rather than after BatchElements: Beam samples the size of a
+    PCollection's elements by encoding them, which for lists of records means pickling.
+    """
+
+    def start_bundle(self):
+        self._batch: list[Record] = []
+
+    def process(self, record: Record):
+        self._batch.append(record)
+        if len(self._batch) >= MEASURE_BATCH:
+            yield from self._measure(lambda value: value)
+
+    def finish_bundle(self):
+        if self._batch:
+            yield from self._measure(GlobalWindows.windowed_value)  # finish_bundle must say the window
+
+    def _measure(self, wrap):
+        batch, self._batch = self._batch, []
         rows = []
         for record, (n_tokens, prompt_part, output_part) in zip(batch, self.resources.lengths.measure([(r.prompt, r.output) for r in batch])):
             if n_tokens > self.config.max_length:
                 detail = f"{n_tokens} tokens on its own, over --max-length {self.config.max_length}"
-                yield beam.pvalue.TaggedOutput(REJECTED, _rejection(record, "over_budget", detail))
+                yield beam.pvalue.TaggedOutput(REJECTED, wrap(_rejection(record, "over_budget", detail)))
             else:
                 rows.append(to_row(Measured(record, n_tokens, prompt_part, output_part)))
         if rows:
-            yield RowBatch(rows)
+            yield wrap(RowBatch(rows))
 
 
 def _rejection(record: Record, reason: str, detail: str) -> Rejection:
@@ -153,11 +194,7 @@ class MeasureRecords(beam.PTransform):
         self.config, self.handle = config, handle
 
     def expand(self, records):
-        return (
-            records
-            | "Batch" >> beam.BatchElements(min_batch_size=MEASURE_BATCH, max_batch_size=MEASURE_BATCH)
-            | "Count" >> beam.ParDo(_MeasureBatch(self.config, self.handle)).with_output_types(RowBatch).with_outputs(REJECTED, main="rows")
-        )
+        return records | "Count" >> beam.ParDo(_MeasureRecords(self.config, self.handle)).with_output_types(RowBatch).with_outputs(REJECTED, main="rows")
 
 
 def keys_per_epoch(record_count: int, records_per_key: int) -> int:
@@ -180,7 +217,7 @@ class _AssignShards(beam.DoFn):
         total_keys = num_keys * self.config.epochs
         by_shard: dict[int, list] = {}
         for position, epoch in enumerate(self.config.epoch_numbers):
-            for row in batch.rows:
+            for row in batch:
                 group_hash, sort_hash = record_keys(self.config.seed, epoch, row[0])
                 ordinal = position * num_keys + group_hash % num_keys
                 by_shard.setdefault(shard_of(ordinal, total_keys, num_shards), []).append((ordinal, sort_hash, row))
@@ -189,7 +226,7 @@ class _AssignShards(beam.DoFn):
 
 
 class _PackShard(_WithResources):
-    """One shard: pack each of its (epoch, key)s; emit (shard, [(key ordinal, [sample dict])])."""
+    """One shard: pack each of its (epoch, key)s; emit (shard, RowBatch of (key ordinal, [sample dict]))."""
 
     def setup(self):
         super().setup()
@@ -203,12 +240,12 @@ class _PackShard(_WithResources):
         for measured in duplicates:
             detail = "another record has this id; the first in input order (file name, then index) is kept"
             yield beam.pvalue.TaggedOutput(REJECTED, _rejection(measured.record, "duplicate_id", detail))
-        yield shard, packed
+        yield shard, RowBatch(packed)
 
     def _pack(self, parts, num_keys: int) -> tuple[list, list[Measured]]:
         by_ordinal: dict[int, list] = {}
         for batch in parts:
-            for ordinal, sort_hash, row in batch.rows:
+            for ordinal, sort_hash, row in batch:
                 by_ordinal.setdefault(ordinal, []).append((sort_hash, from_row(row)))
         packed, rejected = [], []
         for ordinal in sorted(by_ordinal):
@@ -235,8 +272,8 @@ def _collector_paused():
 
 
 class MosaicSamples(beam.PTransform):
-    """RowBatches -> (shard, [(key ordinal, [sample dict])]) for every output shard that
-    holds samples, and duplicate-id rejections.
+    """RowBatches -> (shard, RowBatch of (key ordinal, [sample dict])) for every output
+    shard that holds samples, and duplicate-id rejections.
 
     Rows are grouped once, by the output shard of their (epoch, key), so samples are
     written where they are packed. `num_keys` (keys per epoch) and `num_shards` are
@@ -253,7 +290,7 @@ class MosaicSamples(beam.PTransform):
             rows
             | "AssignShards" >> beam.ParDo(_AssignShards(self.config), num_keys, beam.pvalue.AsSingleton(self.num_shards)).with_output_types(tuple[int, RowBatch])
             | "GroupByShard" >> beam.GroupByKey()
-            | "PackShards" >> beam.ParDo(_PackShard(self.config, self.handle), num_keys).with_outputs(REJECTED, main=SAMPLES)
+            | "PackShards" >> beam.ParDo(_PackShard(self.config, self.handle), num_keys).with_output_types(tuple[int, RowBatch]).with_outputs(REJECTED, main=SAMPLES)
         )
 
 
