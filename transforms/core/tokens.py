@@ -32,6 +32,7 @@ text; a text where one could touch a cut is never split (see
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -350,8 +351,10 @@ def quicktok_encoding(serialized: str, spec: str):
     return quicktok.get_encoding(name, str(directory))
 
 
+@functools.lru_cache(maxsize=8)
 def load_counter(spec: str) -> TokenCounter:
-    """`quicktok:<encoding>` or `hf:<hub id or local directory>`."""
+    """`quicktok:<encoding>` or `hf:<hub id or local directory>`; loaded once per process
+    (the command line loads it to check the spec, then the pipeline's workers)."""
     scheme, _, name = spec.partition(":")
     if not name:
         raise TokenizerSpecError(f"tokenizer '{spec}' must look like quicktok:<encoding> or hf:<name or path>")
