@@ -1,28 +1,39 @@
-"""`mosaic-it` command line: `mosaic-it run [options] [Beam pipeline options]`."""
+"""`mosaic-it` command line: `mosaic-it COMMAND [options] [Beam pipeline options]`."""
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
+from dataclasses import dataclass
 from importlib import resources
 from typing import Callable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import GoogleCloudOptions, TestOptions
+from apache_beam.runners import DataflowRunner
+from apache_beam.runners.runner import PipelineResult
 
+from pipeline.errors import UsageError
+from pipeline.inspection import inspect_command
 from pipeline.mosaic import build_mosaic_pipeline
-from pipeline.options import MosaicOptions, OptionsError, validate
+from pipeline.outputs import manifest_at
+from pipeline.options import MosaicOptions, OptionsError, own_option_values, validate
+from pipeline.progress import configure_logging, run_with_progress
+from pipeline.recipes import apply_recipe
+from pipeline.report import report_command
+from pipeline.run_stats import mosaic_table
+from pipeline.iterit import select_command
 from transforms.core.rules import RulesError, load_rules
 from transforms.core.tokens import TokenizerSpecError, load_counter
+from transforms.publish import MANIFEST, PublishRun, RunFolder
 from transforms.read import InputError, expand_inputs
 from transforms.write import clear_outputs
 
-USAGE = "usage: mosaic-it COMMAND [options] [Beam pipeline options]\n  run   make mosaicked training data (see README.md for every option)"
-
-
-class UsageError(ValueError):
-    """A mistake in the command line, reported as one line."""
+USAGE = """usage: mosaic-it COMMAND [options] [Beam pipeline options]
+  run       make mosaicked training data (see README.md for every option)
+  select    score records with a causal LM and select them the IterIT way (needs the [select] extra)
+  report    write DIR/report/index.html with figures of a finished run
+  inspect   print samples of a finished run readably"""
 
 
 def sample_input() -> str:
@@ -43,44 +54,63 @@ def prepare(argv: Sequence[str]) -> tuple[MosaicOptions, list[str]]:
     return options, inputs
 
 
-def run(argv: Sequence[str]) -> dict:
-    """Runs the mosaic pipeline to completion; returns the manifest."""
+@dataclass(frozen=True)
+class Started:
+    """A run handed to its runner: the runner's result and the manifest the run will publish."""
+
+    result: PipelineResult
+    manifest: str
+    ran: bool  # False when the runner only described the job (a Dataflow template launch or dry run)
+
+
+def start(argv: Sequence[str]) -> Started:
+    """Builds the run and hands it to the runner; returns once the job is done or, for a runner
+    that only describes the job, once it is described."""
     options, inputs = prepare(argv)
-    if not FileSystems.exists(options.output):
-        FileSystems.mkdirs(options.output)
-    clear_outputs(options.output)
-    everything = options.get_all_options(retain_unknown_options=False)
-    own_options = {name: everything[name] for name in sorted(_own_option_names())}
-    with beam.Pipeline(options=options) as pipeline:
-        build_mosaic_pipeline(
-            pipeline, options.config(), inputs, options.output, options.output_formats(), options.num_shards, own_options
-        )
-    with FileSystems.open(FileSystems.join(options.output, "manifest.json")) as handle:
-        return json.loads(handle.read())
+    run_folder = RunFolder.new_attempt(options.output, options.run_id) if options.run_id else None
+    if run_folder:
+        directory, manifest = run_folder.attempt_path, run_folder.manifest  # a fresh folder: nothing to clear
+    else:
+        directory, manifest = options.output, FileSystems.join(options.output, MANIFEST)
+        if not FileSystems.exists(directory):
+            FileSystems.mkdirs(directory)
+        clear_outputs(directory)
+    own_options = own_option_values(options, MosaicOptions)
+    pipeline = beam.Pipeline(options=options)
+    attempt_manifest = build_mosaic_pipeline(
+        pipeline, options.config(), inputs, directory, options.output_formats(), options.num_shards, own_options
+    )
+    if run_folder:
+        attempt_manifest | "PublishRun" >> PublishRun(run_folder)
+    result = run_with_progress(pipeline)
+    return Started(result, manifest, ran=not describes_only(pipeline))
 
 
-def _own_option_names() -> set[str]:
-    parser = argparse.ArgumentParser()
-    MosaicOptions._add_argparse_args(parser)
-    return set(vars(parser.parse_args([])))
+def describes_only(pipeline: beam.Pipeline) -> bool:
+    """True when the runner only describes the job: a Dataflow template launch (a Flex Template passes
+    --template_location; the job runs later, on Dataflow) or a Dataflow dry run."""
+    options = pipeline.options
+    return isinstance(pipeline.runner, DataflowRunner) and bool(
+        options.view_as(GoogleCloudOptions).template_location or options.view_as(TestOptions).dry_run
+    )
 
 
-def summary(document: dict) -> str:
-    counts = document["counts"]
-    lines = [
-        f"records read: {counts['records_read']}   rejected: {counts['records_rejected']}   samples: {counts['samples']}",
-        "per epoch (samples / records): " + ", ".join(
-            f"{epoch}: {n} / {counts['records_per_epoch'].get(epoch, 0)}" for epoch, n in counts["samples_per_epoch"].items()
-        ),
-        "strategies: " + ", ".join(f"{k} {v}" for k, v in counts["strategy"].items()),
-        "rejected: " + (", ".join(f"{k} {v}" for k, v in counts["rejected"].items()) or "none"),
-        f"outputs: {document['options']['output']}",
-    ]
-    return "\n".join(lines)
+def run(argv: Sequence[str]) -> Optional[dict]:
+    """Runs the mosaic pipeline to completion; returns the manifest, or None when the job was only described."""
+    started = start(argv)
+    return manifest_at(started.manifest) if started.ran else None
 
 
 def run_command(argv: Sequence[str]) -> int:
-    print(summary(run(argv)))
+    flags = apply_recipe(argv, MosaicOptions)
+    if flags is None:  # --print-config
+        return 0
+    started = start(flags)
+    if started.ran:
+        print(mosaic_table(manifest_at(started.manifest)))
+        print(f"manifest: {started.manifest}")
+    else:
+        print(f"job described, not run here; it writes {started.manifest} last")
     return 0
 
 
@@ -88,6 +118,9 @@ def run_command(argv: Sequence[str]) -> int:
 # A function raises UsageError for a one-line error message.
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": run_command,
+    "select": select_command,
+    "report": report_command,
+    "inspect": inspect_command,
 }
 
 
@@ -101,6 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"mosaic-it: error: unknown command '{command}'; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     logging.getLogger().setLevel(logging.WARNING)
+    configure_logging()
     try:
         return COMMANDS[command](rest)
     except UsageError as err:

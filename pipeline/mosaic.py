@@ -1,24 +1,24 @@
 """Assembly of the `mosaic-it run` pipeline and its manifest."""
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
 import platform
 from collections import Counter
 from importlib import metadata
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils import shared
 
-from transforms.core.randomness import digest
 from transforms.mosaic import SAMPLES, MeasureRecords, MosaicConfig, MosaicSamples, keys_per_epoch
 from transforms.read import RECORDS, REJECTED, ReadRecords
-from transforms.write import REJECTED_FORMAT, SAMPLE_FORMATS, WriteShards, WriteSortedShards, write_atomically
+from transforms.write import SAMPLE_FORMATS, WriteRejected, WriteShards, write_atomically
 
 KEYS_PER_SHARD = 8  # default sharding: one output shard per 8 (epoch, key) packing keys
-REJECTED_PER_SHARD = 100_000
 _PACKAGES = ("mosaic-it-beam", "apache-beam", "transformers", "tokenizers", "fastavro", "quicktok-v1", "pyyaml")
 
 
@@ -26,7 +26,7 @@ def default_num_shards(total_keys: int) -> int:
     return max(1, math.ceil(total_keys / KEYS_PER_SHARD))
 
 
-class _SumCounters(beam.CombineFn):
+class SumCounters(beam.CombineFn):
     def create_accumulator(self):
         return Counter()
 
@@ -53,10 +53,25 @@ def sample_stats(samples: Iterable[dict]) -> Counter:
         counts["strategy", sample["strategy"]] += 1
         counts["rule", sample["rule"] or "none"] += 1
         counts["group_size", str(sample["count"])] += 1
+        counts["n_tokens", str(sample["n_tokens"])] += 1
     return counts
 
 
-def manifest(stats: dict, config: MosaicConfig, options: dict, inputs: list[str], outputs: dict[str, list[str]]) -> dict:
+def token_summary(histogram: Mapping[str, int]) -> dict[str, int]:
+    """Total, smallest, median, 90th percentile (nearest rank) and largest `n_tokens` of a histogram."""
+    ordered = sorted((int(n_tokens), count) for n_tokens, count in histogram.items() if count)
+    if not ordered:
+        return {}
+    cumulative = list(itertools.accumulate(count for _, count in ordered))
+
+    def percentile(fraction: float) -> int:
+        return ordered[bisect.bisect_left(cumulative, max(1, math.ceil(fraction * cumulative[-1])))][0]
+
+    total = sum(n_tokens * count for n_tokens, count in ordered)
+    return {"total": total, "min": ordered[0][0], "p50": percentile(0.5), "p90": percentile(0.9), "max": ordered[-1][0]}
+
+
+def manifest(stats: dict, config: MosaicConfig, options: dict, inputs: list[str], directory: str, outputs: dict[str, list[str]]) -> dict:
     """Everything about a run a later reader needs, without timestamps (so reruns compare equal)."""
     table: dict[str, dict[str, int]] = {}
     for (section, name), value in sorted(stats.items()):
@@ -68,7 +83,7 @@ def manifest(stats: dict, config: MosaicConfig, options: dict, inputs: list[str]
         "options": options,
         "tokenizer": config.tokenizer,
         "length_template": config.length_template,
-        "versions": {"python": platform.python_version(), **{name: _version(name) for name in _PACKAGES}},
+        "versions": versions(_PACKAGES),
         "inputs": inputs,
         "counts": {
             # Every epoch: records_per_epoch[epoch] + records_rejected == records_read.
@@ -80,10 +95,17 @@ def manifest(stats: dict, config: MosaicConfig, options: dict, inputs: list[str]
             "strategy": table.get("strategy", {}),
             "rule": table.get("rule", {}),
             "group_size": dict(sorted(table.get("group_size", {}).items(), key=lambda item: int(item[0]))),
+            "tokens": token_summary(table.get("n_tokens", {})),
             "rejected": rejected,
         },
+        "directory": directory,
         "outputs": outputs,
     }
+
+
+def versions(packages: Iterable[str]) -> dict[str, str]:
+    """Python's and each package's installed version."""
+    return {"python": platform.python_version(), **{name: _version(name) for name in packages}}
 
 
 def _version(package: str) -> str:
@@ -98,11 +120,16 @@ class _WriteManifest(beam.DoFn):
         self.directory, self.config, self.options, self.inputs = directory, config, options, inputs
 
     def process(self, stats: dict, sample_files: list[str], rejected_files: list[str]):
-        outputs = {"samples": sorted(sample_files), "rejected": sorted(rejected_files)}
-        document = manifest(stats, self.config, self.options, self.inputs, outputs)
+        outputs = {"samples": _names(sample_files), "rejected": _names(rejected_files)}
+        document = manifest(stats, self.config, self.options, self.inputs, self.directory, outputs)
         path = FileSystems.join(self.directory, "manifest.json")
         write_atomically(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
         yield path
+
+
+def _names(paths: list[str]) -> list[str]:
+    """File names within the manifest's `directory` (the attempt folder of a run with --run-id)."""
+    return sorted(path.rsplit("/", 1)[-1] for path in paths)
 
 
 def build_mosaic_pipeline(
@@ -123,16 +150,7 @@ def build_mosaic_pipeline(
     sample_files = sample_rows | "WriteSamples" >> WriteShards(output, [SAMPLE_FORMATS[name] for name in formats], sample_shards)
 
     rejected = (read[REJECTED], measured[REJECTED], packed[REJECTED]) | "AllRejected" >> beam.Flatten()
-    rejected_shards = (
-        rejected
-        | "CountRejected" >> beam.combiners.Count.Globally()
-        | "RejectedShards" >> beam.Map(lambda count: max(1, math.ceil(count / REJECTED_PER_SHARD)))
-    )
-    rejected_files = (
-        rejected
-        | "ShardRejected" >> beam.Map(_assign_rejected_shard, beam.pvalue.AsSingleton(rejected_shards))
-        | "WriteRejected" >> WriteSortedShards(output, [REJECTED_FORMAT], rejected_shards)
-    )
+    rejected_files = rejected | "WriteRejected" >> WriteRejected(output)
 
     stats = (
         (
@@ -141,16 +159,10 @@ def build_mosaic_pipeline(
             valid_count | "ValidStats" >> beam.Map(lambda count: Counter({("input", "valid"): count})),
         )
         | "AllStats" >> beam.Flatten()
-        | "SumStats" >> beam.CombineGlobally(_SumCounters())
+        | "SumStats" >> beam.CombineGlobally(SumCounters())
     )
     return stats | "WriteManifest" >> beam.ParDo(
         _WriteManifest(output, config, options, inputs),
         beam.pvalue.AsList(sample_files),
         beam.pvalue.AsList(rejected_files),
     )
-
-
-def _assign_rejected_shard(rejection, shards: int):
-    row = rejection.to_dict()
-    order = (row["source"], row["reason"], row["detail"], row["record"])
-    return int.from_bytes(digest("rejected", row["source"])[:8], "big") % shards, (order, [row])

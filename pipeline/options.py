@@ -1,6 +1,9 @@
 """Pipeline options of `mosaic-it run`, declared once, and their validation."""
 from __future__ import annotations
 
+import argparse
+import re
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.core.strategies import STRATEGIES
@@ -10,42 +13,70 @@ from transforms.mosaic import MosaicConfig
 from transforms.write import SAMPLE_FORMATS
 
 DEFAULT_OUTPUT = "./mosaic-output"
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one folder name on every filesystem
 
 
 class OptionsError(ValueError):
     """An option value that cannot work; the message is one line naming the option."""
 
 
+def own_option_values(options: PipelineOptions, options_class: type[PipelineOptions]) -> dict:
+    """The values of the options `options_class` declares (not Beam's), by name, sorted."""
+    parser = argparse.ArgumentParser()
+    options_class._add_argparse_args(parser)
+    everything = options.get_all_options(retain_unknown_options=False)
+    return {name: everything[name] for name in sorted(vars(parser.parse_args([])))}
+
+
+def add_input_output(parser: argparse.ArgumentParser) -> None:
+    """--input and --output, which every command shares. Beam parses the options of all loaded
+    PipelineOptions classes together, so a flag may be declared only once among them."""
+    if "--input" in parser._option_string_actions:
+        return
+    parser.add_argument(
+        "--input", nargs="+", default=None,
+        help="One or more globs of JSONL (.jsonl, .jsonl.gz) or JSON-array (.json) files. "
+        "Default for run: the sample records shipped with the package.",
+    )
+    parser.add_argument(
+        "--output", default=DEFAULT_OUTPUT,
+        help=f"Output directory (local path or any Beam filesystem URL). Default for run: {DEFAULT_OUTPUT}; select needs it.",
+    )
+
+
 class MosaicOptions(PipelineOptions):
+    """Every multi-word flag also has its underscore spelling (`--max_length`), the form Beam, Dataflow
+    templates and Airflow generate from an option's name."""
+
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument(
-            "--input", nargs="+", default=None,
-            help="One or more globs of JSONL (.jsonl, .jsonl.gz) or JSON-array (.json) files. "
-            "Default: the sample records shipped with the package.",
-        )
-        parser.add_argument("--output", default=DEFAULT_OUTPUT, help="Output directory (local path or any Beam filesystem URL).")
+        add_input_output(parser)
         parser.add_argument(
             "--tokenizer", default=DEFAULT_TOKENIZER,
             help="quicktok:<llama3|qwen3|cl100k_base|o200k_base> or hf:<hub id or local directory>.",
         )
-        parser.add_argument("--length-template", dest="length_template", default="raw", help=f"What is counted: {' or '.join(LENGTH_TEMPLATES)}.")
+        parser.add_argument("--length-template", "--length_template", dest="length_template", default="raw", help=f"What is counted: {' or '.join(LENGTH_TEMPLATES)}.")
         parser.add_argument("--epochs", type=int, default=4, help="Passes over the data.")
-        parser.add_argument("--epoch-offset", dest="epoch_offset", type=int, default=0, help="Number of the first epoch (reruns use fresh numbers).")
+        parser.add_argument("--epoch-offset", "--epoch_offset", dest="epoch_offset", type=int, default=0, help="Number of the first epoch (reruns use fresh numbers).")
         parser.add_argument("--seed", type=int, default=0, help="Seed of every random choice.")
-        parser.add_argument("--wrap-mode", dest="wrap_mode", default="uniform", help=f"Group-size distribution: {', '.join(WRAP_MODES)}.")
-        parser.add_argument("--wrap-max", dest="wrap_max", type=int, default=10, help="Largest group size the distribution draws.")
-        parser.add_argument("--max-length", dest="max_length", type=int, default=2000, help="Token budget of one sample.")
+        parser.add_argument("--wrap-mode", "--wrap_mode", dest="wrap_mode", default="uniform", help=f"Group-size distribution: {', '.join(WRAP_MODES)}.")
+        parser.add_argument("--wrap-max", "--wrap_max", dest="wrap_max", type=int, default=10, help="Largest group size the distribution draws.")
+        parser.add_argument("--max-length", "--max_length", dest="max_length", type=int, default=2000, help="Token budget of one sample.")
         parser.add_argument("--strategy", default="both", help=f"Mosaic strategy: {', '.join(STRATEGIES)}.")
         parser.add_argument("--rules", default=None, help="Rules and phrasings file replacing the built-in one.")
         parser.add_argument(
             "--formats", default="jsonl,avro",
             help=f"Comma-separated sample outputs: {', '.join(SAMPLE_FORMATS)}.",
         )
-        parser.add_argument("--num-shards", dest="num_shards", type=int, default=0, help="Sample output shards; 0 chooses from the data size.")
+        parser.add_argument("--num-shards", "--num_shards", dest="num_shards", type=int, default=0, help="Sample output shards; 0 chooses from the data size.")
         parser.add_argument(
-            "--records-per-key", dest="records_per_key", type=int, default=2048,
+            "--records-per-key", "--records_per_key", dest="records_per_key", type=int, default=2048,
             help="Records per packing key and epoch (the unit of parallelism).",
+        )
+        parser.add_argument(
+            "--run-id", "--run_id", dest="run_id", default=None,
+            help="Publish this run as OUTPUT/RUN_ID/: written into a fresh attempt folder, then "
+            "OUTPUT/RUN_ID/manifest.json is written last, listing the files; a rerun of the id replaces it.",
         )
 
     def output_formats(self) -> list[str]:
@@ -79,6 +110,10 @@ def validate(options: MosaicOptions) -> None:
         (options.epoch_offset >= 0, f"--epoch-offset must not be negative, got {options.epoch_offset}"),
         (options.num_shards >= 0, f"--num-shards must not be negative, got {options.num_shards}"),
         (options.records_per_key >= 1, f"--records-per-key must be at least 1, got {options.records_per_key}"),
+        (
+            options.run_id is None or RUN_ID.fullmatch(options.run_id) is not None,
+            f"--run-id '{options.run_id}' must be letters, digits, '.', '_' or '-', starting with a letter or digit",
+        ),
     ]
     unknown_formats = [name for name in options.output_formats() if name not in SAMPLE_FORMATS]
     checks.append((not unknown_formats, f"--formats has unknown output(s) {unknown_formats}; choose from {', '.join(SAMPLE_FORMATS)}"))

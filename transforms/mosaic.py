@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import pickle
 from dataclasses import dataclass
 from typing import Optional
@@ -14,9 +13,10 @@ from apache_beam.utils import shared
 
 from transforms.core.packing import KeyPacker, Measured, Overheads, PackSettings, Sample, order_records
 from transforms.core.randomness import record_keys
-from transforms.core.records import Record, Rejection
+from transforms.core.records import Record, reject
 from transforms.core.rules import load_rules
 from transforms.core.tokens import LengthTemplate, SampleLengths, load_counter
+from transforms.progress import RECORDS_REJECTED, RECORDS_TOKENIZED, SAMPLES_PACKED
 from transforms.read import REJECTED
 
 SAMPLES = "samples"
@@ -172,18 +172,17 @@ class _MeasureRecords(_WithResources):
     def _measure(self, wrap):
         batch, self._batch = self._batch, []
         rows = []
-        for record, (n_tokens, prompt_part, output_part) in zip(batch, self.resources.lengths.measure([(r.prompt, r.output) for r in batch])):
+        measured = self.resources.lengths.measure([(r.prompt, r.output) for r in batch])
+        RECORDS_TOKENIZED.inc(len(batch))
+        for record, (n_tokens, prompt_part, output_part) in zip(batch, measured):
             if n_tokens > self.config.max_length:
+                RECORDS_REJECTED.inc()
                 detail = f"{n_tokens} tokens on its own, over --max-length {self.config.max_length}"
-                yield beam.pvalue.TaggedOutput(REJECTED, wrap(_rejection(record, "over_budget", detail)))
+                yield beam.pvalue.TaggedOutput(REJECTED, wrap(reject(record, "over_budget", detail)))
             else:
                 rows.append(to_row(Measured(record, n_tokens, prompt_part, output_part)))
         if rows:
             yield wrap(RowBatch(rows))
-
-
-def _rejection(record: Record, reason: str, detail: str) -> Rejection:
-    return Rejection(record.id, reason, detail, json.dumps(record.to_alpaca(), ensure_ascii=False))
 
 
 class MeasureRecords(beam.PTransform):
@@ -238,8 +237,10 @@ class _PackShard(_WithResources):
         with _collector_paused():
             packed, duplicates = self._pack(parts, num_keys)
         for measured in duplicates:
+            RECORDS_REJECTED.inc()
             detail = "another record has this id; the first in input order (file name, then index) is kept"
-            yield beam.pvalue.TaggedOutput(REJECTED, _rejection(measured.record, "duplicate_id", detail))
+            yield beam.pvalue.TaggedOutput(REJECTED, reject(measured.record, "duplicate_id", detail))
+        SAMPLES_PACKED.inc(sum(len(samples) for _, samples in packed))
         yield shard, RowBatch(packed)
 
     def _pack(self, parts, num_keys: int) -> tuple[list, list[Measured]]:
@@ -277,18 +278,19 @@ class MosaicSamples(beam.PTransform):
 
     Rows are grouped once, by the output shard of their (epoch, key), so samples are
     written where they are packed. `num_keys` (keys per epoch) and `num_shards` are
-    singleton PCollections.
+    singleton PCollections; without `num_shards`, each (epoch, key) is a shard.
     """
 
-    def __init__(self, config: MosaicConfig, handle: shared.Shared, num_keys, num_shards):
+    def __init__(self, config: MosaicConfig, handle: shared.Shared, num_keys, num_shards=None):
         super().__init__()
         self.config, self.handle, self.num_keys, self.num_shards = config, handle, num_keys, num_shards
 
     def expand(self, rows):
         num_keys = beam.pvalue.AsSingleton(self.num_keys)
+        num_shards = self.num_shards or self.num_keys | "ShardPerKey" >> beam.Map(lambda keys: keys * self.config.epochs)
         return (
             rows
-            | "AssignShards" >> beam.ParDo(_AssignShards(self.config), num_keys, beam.pvalue.AsSingleton(self.num_shards)).with_output_types(tuple[int, RowBatch])
+            | "AssignShards" >> beam.ParDo(_AssignShards(self.config), num_keys, beam.pvalue.AsSingleton(num_shards)).with_output_types(tuple[int, RowBatch])
             | "GroupByShard" >> beam.GroupByKey()
             | "PackShards" >> beam.ParDo(_PackShard(self.config, self.handle), num_keys).with_output_types(tuple[int, RowBatch]).with_outputs(REJECTED, main=SAMPLES)
         )

@@ -10,6 +10,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.core.records import Record, Rejection, origin_of, parse_line, parse_object
+from transforms.progress import RECORDS_READ, RECORDS_REJECTED
 
 RECORDS = "records"
 REJECTED = "rejected"
@@ -78,9 +79,11 @@ def _text(data: bytes) -> str:
 class _ParseFile(beam.DoFn):
     def process(self, path: str):
         for item in read_file(path):
+            RECORDS_READ.inc()
             if isinstance(item, Record):
                 yield item
             else:
+                RECORDS_REJECTED.inc()
                 yield beam.pvalue.TaggedOutput(REJECTED, item)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -88,6 +89,10 @@ SAMPLE_FORMATS = {
     "messages": OutputFormat("messages", "jsonl", _messages),
 }
 REJECTED_FORMAT = OutputFormat("rejected", "jsonl", _json_lines)
+REJECTED_PER_SHARD = 100_000
+# `mosaic-it select`: every record's score, and the selected records (Alpaca with their id).
+SCORES_FORMAT = OutputFormat("scores", "jsonl", _json_lines)
+SELECTED_FORMAT = OutputFormat("selected", "jsonl", _json_lines)
 OUTPUT_PREFIXES = sorted({f.prefix for f in SAMPLE_FORMATS.values()} | {REJECTED_FORMAT.prefix})
 
 
@@ -164,10 +169,36 @@ class WriteSortedShards(beam.PTransform):
         )
 
 
-def clear_outputs(directory: str) -> None:
+def clear_outputs(directory: str, prefixes: Sequence[str] = OUTPUT_PREFIXES, names: Sequence[str] = ("manifest.json",)) -> None:
     """Removes the files of an earlier run in `directory`, so shard sets never mix."""
-    patterns = [FileSystems.join(directory, f"{prefix}-*") for prefix in OUTPUT_PREFIXES]
-    patterns.append(FileSystems.join(directory, "manifest.json"))
+    patterns = [FileSystems.join(directory, f"{prefix}-*") for prefix in prefixes]
+    patterns.extend(FileSystems.join(directory, name) for name in names)
     stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
     if stale:
         FileSystems.delete(stale)
+
+
+class WriteRejected(beam.PTransform):
+    """Rejections -> rejected-SSSSS-of-NNNNN.jsonl, one shard per REJECTED_PER_SHARD, sorted; yields the paths."""
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self.directory = directory
+
+    def expand(self, rejections):
+        shards = (
+            rejections
+            | "CountRejected" >> beam.combiners.Count.Globally()
+            | "RejectedShards" >> beam.Map(lambda count: max(1, math.ceil(count / REJECTED_PER_SHARD)))
+        )
+        return (
+            rejections
+            | "ShardRejected" >> beam.Map(_assign_rejected_shard, beam.pvalue.AsSingleton(shards))
+            | "WriteRejected" >> WriteSortedShards(self.directory, [REJECTED_FORMAT], shards)
+        )
+
+
+def _assign_rejected_shard(rejection, shards: int):
+    row = rejection.to_dict()
+    order = (row["source"], row["reason"], row["detail"], row["record"])
+    return int.from_bytes(digest("rejected", row["source"])[:8], "big") % shards, (order, [row])

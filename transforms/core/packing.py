@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from transforms.core.randomness import HashStream
-from transforms.core.records import Record
+from transforms.core.records import Record, origin_order
 from transforms.core.rules import Rules
 from transforms.core.strategies import Composition, compose, primary
 from transforms.core.tokens import NO_PART, Known, Part, SampleLengths
@@ -106,7 +106,7 @@ def order_records(items: Sequence[tuple[int, Measured]]) -> tuple[list[Measured]
     Records sharing an id always share a key, so duplicates are found here: the one
     with the smallest origin is kept.
     """
-    by_origin = sorted(items, key=lambda item: _origin_order(item[1].record.origin))
+    by_origin = sorted(items, key=lambda item: origin_order(item[1].record.origin))
     seen, kept, duplicates = set(), [], []
     for sort_key, measured in by_origin:
         if measured.record.id in seen:
@@ -116,11 +116,6 @@ def order_records(items: Sequence[tuple[int, Measured]]) -> tuple[list[Measured]
             kept.append((sort_key, measured))
     kept.sort(key=lambda item: (item[0], item[1].record.id))
     return [measured for _, measured in kept], duplicates
-
-
-def _origin_order(origin: str) -> tuple[str, int]:
-    name, _, index = origin.rpartition(":")
-    return name, int(index)
 
 
 class KeyPacker:

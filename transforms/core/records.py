@@ -21,6 +21,11 @@ REJECT_REASONS = (
     "unsupported_role",   # a conversation turn that is not system/user/assistant (tool calls...)
     "over_budget",        # the record alone exceeds --max-length tokens
     "duplicate_id",       # another record carries the same id; the first by origin is kept
+    # `mosaic-it select` only:
+    "template_mismatch",  # the chat template does not render the response as one piece of the text
+    "response_truncated", # nothing of the response is left within --max-tokens
+    "non_finite_score",   # the model gave a NaN or infinite loss or IFD
+    "not_in_previous_order",  # a later round's input record that the previous round did not order
 )
 
 _USER_ROLES = {"user", "human"}
@@ -47,6 +52,12 @@ class Record:
         return {"id": self.id, "instruction": self.instruction, "input": self.input, "output": self.output}
 
 
+def origin_order(origin: str) -> tuple[str, int]:
+    """Sort key of an origin: file name, then index as a number (so ":10" follows ":9")."""
+    name, _, index = origin.rpartition(":")
+    return name, int(index)
+
+
 @dataclass(frozen=True)
 class Rejection:
     """An input that cannot become (part of) a sample, and why."""
@@ -58,6 +69,11 @@ class Rejection:
 
     def to_dict(self) -> dict[str, str]:
         return {"source": self.source, "reason": self.reason, "detail": self.detail, "record": self.record}
+
+
+def reject(record: Record, reason: str, detail: str) -> Rejection:
+    """A rejection of a parsed record, which keeps the record in Alpaca form."""
+    return Rejection(record.id, reason, detail, json.dumps(record.to_alpaca(), ensure_ascii=False))
 
 
 class _Invalid(Exception):

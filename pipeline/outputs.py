@@ -1,0 +1,65 @@
+"""Reading what a finished run wrote: its manifest, samples and rejections (any Beam filesystem).
+
+Files are found by their name patterns in the folder given (a run clears earlier
+outputs first), so a run folder that was copied or moved can still be read.
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterator, Sequence
+
+import fastavro
+from apache_beam.io.filesystems import FileSystems
+
+MOSAIC_TOOL = "mosaic-it run"
+SELECT_TOOL = "mosaic-it select"
+
+
+class OutputsError(ValueError):
+    """A folder that does not hold the outputs asked for; the message is one line."""
+
+
+def manifest_at(path: str) -> dict:
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read())
+
+
+def read_manifest(directory: str) -> dict:
+    path = FileSystems.join(directory, "manifest.json")
+    if not FileSystems.exists(path):
+        raise OutputsError(f"'{directory}' has no manifest.json: not the output folder of a finished mosaic-it run")
+    return manifest_at(path)
+
+
+def matching(directory: str, pattern: str) -> list[str]:
+    """Files of `directory` matching a glob such as `scores-*.jsonl`, sorted."""
+    result = FileSystems.match([FileSystems.join(directory, pattern)])[0]
+    return sorted(metadata.path for metadata in result.metadata_list)
+
+
+def json_lines(paths: Sequence[str]) -> Iterator[dict]:
+    for path in paths:
+        with FileSystems.open(path) as handle:
+            for line in iter(handle.readline, b""):
+                if line.strip():
+                    yield json.loads(line)
+
+
+def _avro_rows(paths: Sequence[str]) -> Iterator[dict]:
+    for path in paths:
+        with FileSystems.open(path) as handle:
+            yield from fastavro.reader(handle)
+
+
+def samples(directory: str) -> Iterator[dict]:
+    """The samples of a mosaic run in file order, from its JSON lines shards, else its Avro shards."""
+    jsonl, avro = matching(directory, "mosaics-*.jsonl"), matching(directory, "mosaics-*.avro")
+    if jsonl:
+        return json_lines(jsonl)
+    if avro:
+        return _avro_rows(avro)
+    raise OutputsError(f"'{directory}' has no mosaics-*.jsonl or mosaics-*.avro samples (run with --formats jsonl or avro)")
+
+
+def rejected(directory: str) -> Iterator[dict]:
+    return json_lines(matching(directory, "rejected-*.jsonl"))

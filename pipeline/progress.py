@@ -1,0 +1,144 @@
+"""Running a pipeline while logging its progress at a steady pace: counts and rates, never a guessed total."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult, PipelineState
+
+from transforms.progress import COUNTERS, NAMESPACE, PROGRESS_DIR_ENV, TALLY
+
+LOGGER = logging.getLogger("mosaic_it.progress")
+LOCAL_EVERY_S = 10.0
+REMOTE_EVERY_S = 30.0
+
+
+def configure_logging() -> None:
+    """Progress lines go to stderr even when the rest of the logging is quiet."""
+    if not LOGGER.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    LOGGER.propagate = False
+
+
+def progress_line(elapsed_s: float, counts: Counter, previous: Counter, interval_s: float) -> str:
+    """`progress 1:05  read 120,000 (2,857/s)  ...`: what has been counted so far, with its rate since the last line."""
+    minutes, seconds = divmod(int(elapsed_s), 60)
+    parts = [f"progress {minutes}:{seconds:02d}"]
+    for counter in COUNTERS:
+        now = counts.get(counter.name, 0)
+        if now:
+            rate = (now - previous.get(counter.name, 0)) / interval_s if interval_s > 0 else 0.0
+            parts.append(f"{counter.label} {now:,} ({rate:,.0f}/s)")
+    return "  ".join(parts)
+
+
+class _Pacer(threading.Thread):
+    """Logs a progress line every `every_s` seconds from `read_counts`, once anything has been counted."""
+
+    def __init__(self, read_counts: Callable[[], Counter], every_s: float):
+        super().__init__(daemon=True)
+        self.read_counts, self.every_s = read_counts, every_s
+        self.stopped = threading.Event()
+
+    def run(self):
+        start = last_time = time.monotonic()
+        previous: Counter = Counter()
+        while not self.stopped.wait(self.every_s):
+            try:
+                counts = self.read_counts()
+            except Exception as err:  # a runner's metrics service can fail; the job goes on
+                LOGGER.warning("progress unavailable: %s", err)
+                continue
+            now = time.monotonic()
+            if any(counts.values()):
+                LOGGER.info(progress_line(now - start, counts, previous, now - last_time))
+            previous, last_time = counts, now
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        self.start()
+        try:
+            yield
+        finally:
+            self.stopped.set()
+            self.join()
+
+
+@contextmanager
+def _local_progress(every_s: float) -> Iterator[None]:
+    """Watches the tally of this process plus what the worker processes of a local run publish."""
+    directory = tempfile.mkdtemp(prefix="mosaic-it-progress-")
+    saved = os.environ.get(PROGRESS_DIR_ENV)
+    os.environ[PROGRESS_DIR_ENV] = directory  # inherited by multi-processing workers
+    TALLY.watched_here = True
+    baseline = TALLY.snapshot()
+
+    def read_counts() -> Counter:
+        counts = TALLY.snapshot()
+        counts.subtract(baseline)
+        for name in os.listdir(directory):
+            if name.endswith(".json"):
+                with open(os.path.join(directory, name)) as handle:
+                    counts.update(json.load(handle))
+        return counts
+
+    try:
+        with _Pacer(read_counts, every_s).running():
+            yield
+    finally:
+        if saved is None:
+            del os.environ[PROGRESS_DIR_ENV]
+        else:
+            os.environ[PROGRESS_DIR_ENV] = saved
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def metric_counts(result: PipelineResult) -> Counter:
+    """The `mosaic-it` counters of a running job, summed over steps (committed where the runner has them)."""
+    counts: Counter = Counter()
+    for metric in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        value = metric.committed if metric.committed is not None else metric.attempted
+        counts[metric.key.metric.name] += value or 0
+    return counts
+
+
+def where_to_watch(result: PipelineResult, options: PipelineOptions) -> str:
+    runner = str(options.view_as(StandardOptions).runner or "the runner")
+    job_id = result.job_id() if hasattr(result, "job_id") else None
+    cloud = options.view_as(GoogleCloudOptions)
+    if job_id and "dataflow" in runner.lower() and cloud.project and cloud.region:
+        return f"Dataflow job {job_id}: https://console.cloud.google.com/dataflow/jobs/{cloud.region}/{job_id}?project={cloud.project}"
+    return f"job {job_id or '(no id)'} submitted to {runner}; watch it in that runner's console"
+
+
+def run_with_progress(pipeline: beam.Pipeline, local_every_s: float = LOCAL_EVERY_S, remote_every_s: float = REMOTE_EVERY_S) -> PipelineResult:
+    """Runs `pipeline` to the end, logging progress lines; raises if the job fails.
+
+    A local runner returns from `run()` only at the end, so its DoFns' tally is watched
+    meanwhile. A remote runner returns once the job is submitted: then the log says where
+    to watch it, and the job's Beam metrics are polled until it ends.
+    """
+    with _local_progress(local_every_s):
+        result = pipeline.run()
+    if PipelineState.is_terminal(result.state):
+        result.wait_until_finish()
+        return result
+    LOGGER.info(where_to_watch(result, pipeline.options))
+    with _Pacer(lambda: metric_counts(result), remote_every_s).running():
+        result.wait_until_finish()
+    return result

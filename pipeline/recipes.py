@@ -1,0 +1,114 @@
+"""Recipes: `--config recipe.yaml` holds a command's options; flags on the command line override them.
+
+A recipe maps option names (`wrap_mode` or `wrap-mode`) to values. It may also hold
+Beam's own pipeline options (`runner`, `direct_num_workers`, ...). It becomes command-line
+flags placed before the real ones, so argparse's last-one-wins rule gives the precedence.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+from typing import Any, Optional, Sequence, Type
+
+import yaml
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+from pipeline.errors import CommandParser, UsageError
+
+
+class RecipeError(UsageError):
+    """A recipe that cannot be used; the message is one line."""
+
+
+def _actions(classes: Sequence[Type[PipelineOptions]]) -> dict[str, list[argparse.Action]]:
+    """Option name (argparse dest) -> its flags; a switch may have two (`--x` and `--no_x`)."""
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in classes:
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    actions: dict[str, list[argparse.Action]] = {}
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            actions.setdefault(action.dest, []).append(action)
+    return actions
+
+
+def _beam_option_classes() -> list[Type[PipelineOptions]]:
+    return list({str(cls): cls for cls in PipelineOptions.__subclasses__() if cls.__module__.startswith("apache_beam.")}.values())
+
+
+def _flags(key: str, value: Any, actions: list[argparse.Action], where: str) -> list[str]:
+    if value is None:
+        return []
+    switches = [action for action in actions if action.nargs == 0]
+    if switches:  # store_true / store_false
+        if not isinstance(value, bool):
+            raise RecipeError(f"{where}: '{key}' takes true or false, got {value!r}")
+        return [_flag(action) for action in switches if action.const is value][:1]
+    action = actions[0]
+    values = value if isinstance(value, list) else [value]
+    if any(isinstance(item, (dict, list)) for item in values):
+        raise RecipeError(f"{where}: '{key}' takes plain values, got {value!r}")
+    texts = [str(item).lower() if isinstance(item, bool) else str(item) for item in values]
+    if action.nargs in ("+", "*"):
+        return [_flag(action), *texts]
+    if isinstance(action, argparse._AppendAction):
+        return [part for text in texts for part in (_flag(action), text)]
+    if len(texts) != 1:
+        raise RecipeError(f"{where}: '{key}' takes one value, got a list")
+    return [f"{_flag(action)}={texts[0]}"]
+
+
+def _flag(action: argparse.Action) -> str:
+    return next((s for s in action.option_strings if s.startswith("--")), action.option_strings[0])
+
+
+def recipe_flags(path: str, options_class: Type[PipelineOptions]) -> list[str]:
+    """The command-line flags a recipe file stands for. Raises RecipeError naming an unknown key."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            recipe = yaml.safe_load(handle)
+    except OSError as err:
+        raise RecipeError(f"--config '{path}' cannot be read: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"--config '{path}' is not valid YAML: {' '.join(str(err).split())}") from None
+    if recipe is None:
+        return []
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"--config '{path}' must hold a mapping of option names to values")
+    actions = {**_actions(_beam_option_classes()), **_actions([options_class])}
+    flags = []
+    for key, value in recipe.items():
+        dest = str(key).replace("-", "_")
+        if dest not in actions:
+            close = difflib.get_close_matches(dest, actions, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise RecipeError(f"{path}: unknown key '{key}'{hint}")
+        flags.extend(_flags(str(key), value, actions[dest], path))
+    return flags
+
+
+def effective_config(argv: Sequence[str], options_class: Type[PipelineOptions]) -> dict:
+    """The command's own options (all of them), then Beam options that differ from their defaults."""
+    options = options_class(list(argv))
+    own, beam = _actions([options_class]), _actions(_beam_option_classes())
+    everything = options.get_all_options(retain_unknown_options=False)
+    changed = options.get_all_options(drop_default=True, retain_unknown_options=False)
+    config = {dest: everything[dest] for dest in own}
+    config.update({dest: value for dest, value in changed.items() if dest in beam and dest not in own})
+    return config
+
+
+def apply_recipe(argv: Sequence[str], options_class: Type[PipelineOptions]) -> Optional[list[str]]:
+    """Takes `--config FILE` and `--print-config` out of argv; returns the flags to parse, recipe first.
+
+    With --print-config it prints the effective configuration as YAML and returns None.
+    """
+    parser = CommandParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--print-config", dest="print_config", action="store_true")
+    known, rest = parser.parse_known_args(list(argv))
+    flags = (recipe_flags(known.config, options_class) if known.config else []) + rest
+    if known.print_config:
+        print(yaml.safe_dump(effective_config(flags, options_class), sort_keys=False, allow_unicode=True), end="")
+        return None
+    return flags

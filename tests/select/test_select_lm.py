@@ -1,0 +1,76 @@
+"""Response losses under a causal LM: the masked NLL on hand-made logits, and batching."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="mosaic-it select needs torch (the [select] extra)")
+
+from transforms.core.ifd import ifd_score  # noqa: E402
+from transforms.core.lm import ResponseLosses, masked_mean_nll  # noqa: E402
+
+
+def test_masked_mean_nll_on_hand_made_logits():
+    # Vocabulary of 3. Row 0 predicts token 2 with probabilities (1/6, 2/6, 3/6), then token 0 uniformly.
+    logits = torch.tensor([[[0.0, math.log(2), math.log(3)], [0.0, 0.0, 0.0], [9.0, 9.0, 9.0]]])
+    targets = torch.tensor([[2, 0, 1]])
+    mask = torch.tensor([[True, True, False]])  # the last position is not a response token
+    [loss] = masked_mean_nll(logits, targets, mask).tolist()
+    assert loss == pytest.approx((-math.log(3 / 6) - math.log(1 / 3)) / 2, rel=1e-6)
+
+
+def test_ifd_from_hand_made_logits():
+    # The response token 1 is likely given the instruction (p = 0.8), less so alone (p = 0.5).
+    conditional = torch.log(torch.tensor([[[0.2, 0.8]]]))
+    prior = torch.log(torch.tensor([[[0.5, 0.5]]]))
+    target, mask = torch.tensor([[1]]), torch.tensor([[True]])
+    [c], [p] = masked_mean_nll(conditional, target, mask).tolist(), masked_mean_nll(prior, target, mask).tolist()
+    assert ifd_score(c, p) == pytest.approx(0.5 / 0.8, rel=1e-6)  # ratio of perplexities: (1/0.8) / (1/0.5)
+
+
+class Counting(torch.nn.Module):
+    """A fake causal LM whose logits at a position favour (previous token + 1) mod 5; it
+    records what it was called with."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep=0):
+        self.calls.append({"input_ids": input_ids, "position_ids": position_ids, "logits_to_keep": logits_to_keep})
+        logits = torch.nn.functional.one_hot((input_ids + 1) % 5, 5).float() * 2.0
+        logits = logits[:, -logits_to_keep:] if logits_to_keep else logits
+
+        class Output:
+            pass
+
+        output = Output()
+        output.logits = logits
+        return output
+
+
+def test_mean_nll_left_pads_and_scores_only_the_last_n_tokens():
+    model = Counting()
+    scorer = ResponseLosses(model, "cpu")
+    hit = -math.log(math.exp(2) / (math.exp(2) + 4))  # the favoured token
+    miss = -math.log(1 / (math.exp(2) + 4))
+    losses = scorer.mean_nll([([1, 2, 3, 4], 2), ([0, 1, 3], 1), ([2, 3], 1)])
+    assert losses == pytest.approx([hit, miss, hit], rel=1e-6)  # 2->3, 3->4 | 1->3 | 2->3
+    call = model.calls[0]
+    assert call["input_ids"].tolist() == [[1, 2, 3, 4], [0, 0, 1, 3], [0, 0, 2, 3]]
+    assert call["position_ids"].tolist() == [[0, 1, 2, 3], [0, 0, 1, 2], [0, 0, 0, 1]]
+    assert call["logits_to_keep"] == 3
+
+
+def test_a_batch_scores_like_each_sequence_alone(tiny_model):
+    scorer = ResponseLosses.load(str(tiny_model), None, "cpu", "float32")
+    sequences = [([5, 9, 12, 40, 41, 42, 7], 3), ([6, 30, 31], 1), ([8, 8, 9, 10, 11, 12, 13, 14, 15, 16], 6)]
+    together = scorer.mean_nll(sequences)
+    alone = [scorer.mean_nll([sequence])[0] for sequence in sequences]
+    assert together == pytest.approx(alone, rel=1e-5)
+    # Without the padding trick: the mean NLL of the last n tokens from one plain forward pass.
+    ids, n = sequences[2]
+    logits = scorer.model(input_ids=torch.tensor([ids])).logits[0, :-1]
+    expected = torch.nn.functional.cross_entropy(logits[-n:], torch.tensor(ids[1:])[-n:]).item()
+    assert alone[2] == pytest.approx(expected, rel=1e-5)

@@ -1,0 +1,134 @@
+"""Progress lines while a pipeline runs: local tally (in-memory and multi-processing) and remote metrics."""
+import json
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
+
+from pipeline import progress
+from pipeline.mosaic import build_mosaic_pipeline
+from pipeline.options import MosaicOptions
+
+SHARED = Path(__file__).parents[1] / "../shared"
+ALPACA = SHARED / "data/alpaca_en_demo.json"
+LINE = re.compile(r"progress \d+:\d\d(  [a-z]+ [\d,]+ \([\d,]+/s\))+$")
+LABELS = ("read", "tokenized", "samples", "rejected")
+
+
+def _progress_counts(caplog) -> list[tuple[int, ...]]:
+    """(read, tokenized, samples, rejected) of each progress line."""
+    lines = [record.getMessage() for record in caplog.records if record.name == progress.LOGGER.name]
+    assert all(LINE.match(line) for line in lines), lines
+    counts = [dict(re.findall(r"  ([a-z]+) ([\d,]+) \(", line)) for line in lines]
+    return [tuple(int(line.get(label, "0").replace(",", "")) for label in LABELS) for line in counts]
+
+
+def test_progress_line_shows_what_was_counted_and_its_rate_since_the_last_line():
+    line = progress.progress_line(65.0, Counter(records_read=3000, samples_packed=10), Counter(records_read=1000), 2.0)
+    assert line == "progress 1:05  read 3,000 (1,000/s)  samples 10 (5/s)"
+
+
+@pytest.mark.skipif(not ALPACA.exists(), reason="needs ../shared/data (the project's shared test data)")
+def test_an_in_memory_run_logs_growing_counts_that_end_at_the_manifest_numbers(tmp_path, caplog):
+    pipeline = _mosaic_pipeline(tmp_path, "--epochs=2")
+    before = progress.TALLY.snapshot()
+    with caplog.at_level(logging.INFO, logger=progress.LOGGER.name):
+        progress.run_with_progress(pipeline, local_every_s=0.05)
+    counts = _progress_counts(caplog)
+    assert len(counts) >= 3
+    assert all(later >= earlier for earlier, later in zip(counts, counts[1:]))  # counts never go back
+    manifest = json.loads((tmp_path / "manifest.json").read_text())["counts"]
+    tally = progress.TALLY.snapshot()
+    tally.subtract(before)
+    assert (tally["records_read"], tally["records_tokenized"], tally["samples_packed"], tally["records_rejected"]) == (
+        manifest["records_read"], manifest["records_read"], manifest["samples"], manifest["records_rejected"]
+    )
+    assert max(line[0] for line in counts) <= manifest["records_read"]
+
+
+def _mosaic_pipeline(tmp_path, *flags) -> beam.Pipeline:
+    options = MosaicOptions([f"--input={ALPACA}", f"--output={tmp_path}", *flags])
+    pipeline = beam.Pipeline(options=options)
+    build_mosaic_pipeline(pipeline, options.config(), [str(ALPACA)], str(tmp_path), ["jsonl"], 0, {})
+    return pipeline
+
+
+@pytest.mark.skipif(not ALPACA.exists(), reason="needs ../shared/data (the project's shared test data)")
+def test_multi_processing_workers_publish_their_counts_to_the_driver(tmp_path, caplog):
+    pipeline = _mosaic_pipeline(tmp_path, "--epochs=8", "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    before = progress.TALLY.snapshot()
+    with caplog.at_level(logging.INFO, logger=progress.LOGGER.name):
+        progress.run_with_progress(pipeline, local_every_s=0.2)
+    assert progress.TALLY.snapshot() == before  # the DoFns ran in the worker processes...
+    counts = _progress_counts(caplog)
+    records_read = json.loads((tmp_path / "manifest.json").read_text())["counts"]["records_read"]
+    assert counts and 0 < max(read for read, *_ in counts) <= records_read  # ...and the driver saw their counts
+    assert not list(Path(progress.tempfile.gettempdir()).glob("mosaic-it-progress-*"))  # the folder is removed
+
+
+class _RemoteResult:
+    """A job on a remote runner: running for a few polls, then done."""
+
+    def __init__(self):
+        self.polls = 0
+        self._state = PipelineState.RUNNING
+
+    @property
+    def state(self):
+        return self._state
+
+    def job_id(self):
+        return "2026-01-01_00_00_00-123"
+
+    def metrics(self):
+        self.polls += 1
+        if self.polls >= 3:
+            self._state = PipelineState.DONE
+        value = 1000 * self.polls
+
+        class _Key:
+            class metric:
+                name = "records_read"
+
+        class _Result:
+            key, committed, attempted = _Key, value, value
+
+        class _Metrics:
+            def query(self, _filter):
+                return {"counters": [_Result]}
+
+        return _Metrics()
+
+    def wait_until_finish(self, duration=None):
+        import time
+
+        while self._state == PipelineState.RUNNING:
+            time.sleep(0.01)
+        return self._state
+
+
+class _SubmittingPipeline:
+    def __init__(self, options):
+        self.options = options
+        self.result = _RemoteResult()
+
+    def run(self):
+        return self.result
+
+
+def test_a_remote_run_says_where_to_watch_and_polls_its_metrics(caplog):
+    options = PipelineOptions(["--runner=DataflowRunner", "--project=demo", "--region=europe-west1"])
+    pipeline = _SubmittingPipeline(options)
+    with caplog.at_level(logging.INFO, logger=progress.LOGGER.name):
+        progress.run_with_progress(pipeline, remote_every_s=0.01)
+    messages = [record.getMessage() for record in caplog.records if record.name == progress.LOGGER.name]
+    assert messages[0] == (
+        "Dataflow job 2026-01-01_00_00_00-123: "
+        "https://console.cloud.google.com/dataflow/jobs/europe-west1/2026-01-01_00_00_00-123?project=demo"
+    )
+    assert any(message.startswith("progress ") and "read 1,000 (" in message for message in messages[1:])

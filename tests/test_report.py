@@ -1,0 +1,183 @@
+"""`mosaic-it report` and `mosaic-it inspect` on a real run of the shared data, and the end-of-run table."""
+import base64
+import contextlib
+import io
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pipeline import outputs
+from pipeline.cli import main
+from pipeline.inspection import render_samples, run_rules, source_records
+from pipeline.run_stats import mosaic_table, scan_samples
+from transforms.core.anatomy import PRIMARY_SEPARATOR, meta_instruction, response_blocks
+
+SHARED = Path(__file__).parents[1] / "../shared"
+INPUTS = [SHARED / "data/alpaca_en_demo.json", SHARED / "data/glaive_toolcall_en_demo.json"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+pytestmark = pytest.mark.skipif(not INPUTS[0].exists(), reason="needs ../shared/data (the project's shared test data)")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A mosaic run with rejections (multi-turn conversations) and every strategy."""
+    directory = tmp_path_factory.mktemp("run")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["run", "--input", *map(str, INPUTS), "--output", str(directory), "--epochs", "2", "--max-length", "1024", "--formats", "jsonl"])
+    assert code == 0
+    (directory / "printed.txt").write_text(printed.getvalue())
+    return directory
+
+
+def _manifest(run_dir) -> dict:
+    return json.loads((run_dir / "manifest.json").read_text())
+
+
+def test_run_ends_with_the_summary_table(run_dir):
+    manifest = _manifest(run_dir)
+    table = (run_dir / "printed.txt").read_text()
+    assert table == mosaic_table(manifest) + f"\nmanifest: {run_dir / 'manifest.json'}\n"
+    counts = manifest["counts"]
+    assert f"{counts['records_read']:,} read · {counts['records_rejected']:,} rejected" in table
+    assert re.search(r"tokens +mean [\d,]+ \(\d+% of the 1,024 budget\) · median [\d,]+ · p90 [\d,]+ · max [\d,]+", table)
+    assert "multi_turn" in table
+
+
+def test_report_writes_a_self_contained_page_and_valid_figures(run_dir, capsys):
+    assert main(["report", str(run_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(mosaic_table(_manifest(run_dir)))  # the same numbers as at the end of the run
+    folder = run_dir / "report"
+    names = ["group_sizes", "n_tokens", "strategies", "rejected"]
+    page = (folder / "index.html").read_text()
+    embedded = [base64.b64decode(data) for data in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)]
+    assert len(embedded) == len(names)
+    for name, data in zip(names, embedded):
+        png = (folder / f"{name}.png").read_bytes()
+        assert png.startswith(PNG_SIGNATURE) and png == data
+        image = Image.open(io.BytesIO(png))
+        image.verify()
+        assert 400 <= image.size[0] <= 1400 and 150 <= image.size[1] <= 900
+    assert "http" not in page.replace("http-equiv", "")  # nothing to fetch: opens offline
+    assert "<h3>multi_turn: " in page and "unsupported_role" in page
+    assert page.count("=== e") == 3  # one sample per strategy
+    assert str(run_dir) in page
+
+
+def test_the_figures_count_what_the_manifest_counts(run_dir):
+    manifest = _manifest(run_dir)
+    scan = scan_samples(outputs.samples(str(run_dir)))
+    sizes = Counter()
+    for per_epoch in scan.group_sizes.values():
+        sizes.update(per_epoch)
+    assert {str(size): n for size, n in sorted(sizes.items())} == manifest["counts"]["group_size"]
+    assert {str(epoch): sum(c.values()) for epoch, c in scan.group_sizes.items()} == manifest["counts"]["samples_per_epoch"]
+    assert sum(n * count for n, count in scan.n_tokens.items()) == manifest["counts"]["tokens"]["total"]
+
+
+def test_every_sample_of_the_run_comes_apart(run_dir):
+    manifest = _manifest(run_dir)
+    samples = list(outputs.samples(str(run_dir)))
+    records = source_records(manifest["inputs"], {source for sample in samples for source in sample["sources"]})
+    rules = run_rules(manifest)
+    for sample in samples:
+        separator = PRIMARY_SEPARATOR if sample["strategy"] == "primary" else rules.response_separator
+        blocks = response_blocks(sample["output"], [records[source].output for source in sample["response_order"]], separator)
+        assert blocks is not None and len(blocks) == len(sample["response_order"]), sample["id"]
+        meta = meta_instruction(sample["instruction"], sample["strategy"], rules)
+        assert (meta == "") == (sample["strategy"] == "primary") and meta is not None, sample["id"]
+
+
+def _headers(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("=== ")]
+
+
+def test_inspect_prints_the_samples_asked_for(run_dir, capsys):
+    assert main(["inspect", str(run_dir), "--strategy", "permute", "--n", "2"]) == 0
+    text = capsys.readouterr().out
+    assert len(_headers(text)) == 2 and all(" · permute " in header for header in _headers(text))
+    assert "meta-instruction:" in text and "responses, in the order written:" in text
+
+
+def test_inspect_marks_reordered_responses(run_dir, capsys):
+    assert main(["inspect", str(run_dir), "--rule", "reverse", "--n", "1"]) == 0
+    text = capsys.readouterr().out
+    count = int(re.search(r"· (\d+) records ·", text).group(1))
+    answered = [int(n) for n in re.findall(r"--- response \d+ · instruction (\d+) ·", text)]
+    assert answered == list(range(count, 0, -1))
+    assert text.count("[reordered:") == count - count % 2  # all but the middle one
+    assert "Respond from the bottom" in text or "reverse order" in text or "Work backwards" in text
+
+
+def test_inspect_marks_masked_instructions(run_dir, capsys):
+    assert main(["inspect", str(run_dir), "--rule", "MASK_ODD", "--n", "1"]) == 0
+    text = capsys.readouterr().out
+    count = int(re.search(r"· (\d+) records ·", text).group(1))
+    masked = [int(n) for n in re.findall(r"^ +(\d+)\. \S+ +.*\[masked: no response\]$", text, re.MULTILINE)]
+    assert masked == list(range(1, count + 1, 2))
+    assert [int(n) for n in re.findall(r"· instruction (\d+) ·", text)] == list(range(2, count + 1, 2))
+    assert "[reordered:" not in text
+
+
+def test_inspect_finds_the_samples_of_one_record(run_dir, capsys):
+    assert main(["inspect", str(run_dir), "--id", "alpaca_en_demo.json:7", "--n", "5"]) == 0
+    headers = _headers(capsys.readouterr().out)
+    assert len(headers) == 2  # one sample per epoch holds each record
+    assert {header.split(" · ")[1] for header in headers} == {"epoch 0", "epoch 1"}
+
+
+def test_inspect_shows_the_output_whole_when_the_inputs_are_gone(run_dir):
+    manifest = dict(_manifest(run_dir), inputs=["/nowhere/alpaca_en_demo.json"])
+    sample = next(outputs.samples(str(run_dir)))
+    (text,) = render_samples(str(run_dir), manifest, [sample])
+    assert "the output is shown whole" in text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--strategy", "shuffle"], "invalid choice: 'shuffle'"),
+        (["--n", "0"], "--n must be at least 1"),
+    ],
+)
+def test_inspect_errors_are_one_line(run_dir, capsys, argv, message):
+    assert main(["inspect", str(run_dir), *argv]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+
+
+def test_report_and_inspect_need_a_finished_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert main(["inspect", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("has no manifest.json") == 2
+
+
+def test_a_run_that_wrote_no_sample_still_gets_a_report(tmp_path, capsys):
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"instruction": "", "output": "x"}\nnot json\n')
+    assert main(["run", "--input", str(source), "--output", str(tmp_path / "out"), "--epochs", "1"]) == 0
+    assert "records     2 read · 2 rejected · 0 packed per epoch" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "out")]) == 0
+    assert sorted(path.name for path in (tmp_path / "out/report").iterdir()) == ["index.html", "rejected.png"]
+    page = (tmp_path / "out/report/index.html").read_text()
+    assert "The run wrote no sample." in page and "malformed_json: 1" in page
+    assert main(["inspect", str(tmp_path / "out")]) == 1
+
+
+def test_samples_are_read_from_avro_when_no_json_lines_were_written(run_dir, tmp_path):
+    import shutil
+
+    import fastavro
+
+    from transforms.write import SAMPLE_SCHEMA
+
+    rows = list(outputs.samples(str(run_dir)))
+    shutil.copy(run_dir / "manifest.json", tmp_path / "manifest.json")
+    with open(tmp_path / "mosaics-00000-of-00001.avro", "wb") as handle:
+        fastavro.writer(handle, SAMPLE_SCHEMA, rows)
+    assert list(outputs.samples(str(tmp_path))) == rows

@@ -1,0 +1,59 @@
+import pytest
+import yaml
+
+from transforms.core.randomness import HashStream
+from transforms.core.rules import MASK_RULES, PERMUTE_RULES, RulesError, load_rules
+from transforms.core.strategies import compose
+
+
+def default_data():
+    from importlib import resources
+
+    return yaml.safe_load(resources.files("transforms").joinpath("data/rules.yaml").read_text(encoding="utf-8"))
+
+
+def write(tmp_path, data):
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return str(path)
+
+
+def test_built_in_rules_cover_every_implemented_rule_with_several_phrasings():
+    rules = load_rules()
+    assert set(rules.permute) == set(PERMUTE_RULES) and set(rules.maskout) == set(MASK_RULES)
+    assert all(len(phrasings) >= 2 for phrasings in rules.permute.values())
+    assert all(len(p.many) >= 2 for p in rules.maskout.values())
+    assert all(len(rules.format[kind]) >= 3 for kind in rules.format)
+
+
+def test_a_rules_file_may_keep_a_subset_of_rules(tmp_path):
+    data = default_data()
+    data["permute"] = {"REVERSE": ["Answer from the last instruction to the first."]}
+    rules = load_rules(write(tmp_path, data))
+    drawn = {compose(["a", "b", "c"], ["x", "y", "z"], "order", rules, HashStream(i)).rule for i in range(100)}
+    assert drawn == {None, "REVERSE"}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["permute"].update({"SHUFFLE": ["x"]}), "unknown rule"),
+        (lambda d: d["permute"].update({"SEQUENCE": ["Answer in some order."]}), r"must contain \['\{sequence\}'\]"),
+        (lambda d: d["format"].update({"tagged": ["Use {colour} tags."]}), "unknown placeholder"),
+        (lambda d: d.update({"labels": []}), "'labels' must be a non-empty list"),
+        (lambda d: d.update({"tags": [["<a>"]]}), r"'tags\[0\]' must be a \[begin, end\] pair"),
+        (lambda d: d["maskout"]["MASK_LONGEST"].update({"many": ["Skip the long ones."]}), r"must contain \['\{m\}'\]"),
+    ],
+)
+def test_malformed_rules_are_reported_with_the_entry(tmp_path, change, message):
+    data = default_data()
+    change(data)
+    with pytest.raises(RulesError, match=message):
+        load_rules(write(tmp_path, data))
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("labels: [unclosed", encoding="utf-8")
+    with pytest.raises(RulesError, match="bad.yaml: not valid YAML"):
+        load_rules(str(path))

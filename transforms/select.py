@@ -1,0 +1,283 @@
+"""Beam wiring of IterIT selection: match the previous round, score through the cache and
+RunInference, and order the round in one global step."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import ModelHandler, RunInference
+from apache_beam.utils import shared
+
+from transforms.core.ifd import PairBuilder, ScoringIdentity, ScoringPair, ifd_score, micro_batches
+from transforms.core.records import Record, Rejection, origin_order, reject
+from transforms.core.selection import RoundOrder, ScoreRow, assemble_order, selection_size
+from transforms.read import REJECTED
+from transforms.score_cache import CachedLosses
+
+WINDOW = "window"  # records this round scores
+KEPT = "kept"  # previous rows this round keeps in place
+MISSING = "missing"  # previous rows whose record is not in this round's input
+PENDING = "pending"  # pairs the cache does not hold
+NEW_CACHE = "new_cache"  # (key, CachedLosses) computed by this run
+BATCH_GROUPS = 16  # per length bucket: groups that micro-batches are cut from
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """What scoring workers need; built once from the options."""
+
+    model: str  # what workers load: a local directory or a hub id
+    model_revision: Optional[str]
+    tokenizer: str
+    tokenizer_revision: Optional[str]
+    identity: ScoringIdentity
+    device: str
+    batch_tokens: int
+    round: int
+    model_label: str  # the `model` field of this round's score rows: --model as given
+
+
+@dataclass(frozen=True)
+class SelectSettings:
+    ratio: float
+    score_type: str
+    decay: float
+    k: Optional[int]  # fixed by a later round's previous order; None: from the round's window
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A record this round scores, with its place in the previous order (None in round 0)."""
+
+    record: Record
+    position: Optional[int]
+
+    @property
+    def window_rank(self) -> tuple:
+        """Window order: the previous order, or input order in round 0."""
+        return (-1 if self.position is None else self.position, origin_order(self.record.origin))
+
+
+class _MatchPrevious(beam.DoFn):
+    def __init__(self, window: Optional[int]):
+        self.window = window
+
+    def process(self, element):
+        _, groups = element
+        records = sorted(groups["records"], key=lambda record: origin_order(record.origin))
+        previous = list(groups["previous"])
+        if not records:
+            yield beam.pvalue.TaggedOutput(MISSING, previous[0]["id"])
+            return
+        first = records[0]
+        for duplicate in records[1:]:
+            detail = f"another record has this id; the first in input order ({first.origin}) is kept"
+            yield beam.pvalue.TaggedOutput(REJECTED, reject(duplicate, "duplicate_id", detail))
+        if self.window is None:
+            yield Candidate(first, None)
+        elif not previous:
+            detail = "a later round orders the previous round's records; this id is not in its order.jsonl (it was absent or rejected)"
+            yield beam.pvalue.TaggedOutput(REJECTED, reject(first, "not_in_previous_order", detail))
+        elif previous[0]["position"] < self.window:
+            yield Candidate(first, previous[0]["position"])
+        else:
+            yield beam.pvalue.TaggedOutput(KEPT, (previous[0]["position"], ScoreRow.from_dict(previous[0])))
+
+
+class MatchPrevious(beam.PTransform):
+    """(records, previous order rows) -> this round's candidates (main), kept rows
+    (position, ScoreRow), ids missing from the input, and duplicate or unknown-id rejections.
+
+    `window` is the number of head positions of the previous order to re-score; None in
+    round 0, where every record is a candidate and `previous` is empty.
+    """
+
+    def __init__(self, window: Optional[int]):
+        super().__init__()
+        self.window = window
+
+    def expand(self, inputs):
+        records, previous = inputs
+        return (
+            {
+                "records": records | "KeyRecords" >> beam.Map(lambda record: (record.id, record)),
+                "previous": previous | "KeyPrevious" >> beam.Map(lambda row: (row["id"], row)),
+            }
+            | "JoinById" >> beam.CoGroupByKey()
+            | "Match" >> beam.ParDo(_MatchPrevious(self.window)).with_outputs(REJECTED, KEPT, MISSING, main=WINDOW)
+        )
+
+
+def _load_builder(config: ScoringConfig) -> PairBuilder:
+    """The tokenizer and pair builder a worker process loads once."""
+    from transformers import AutoTokenizer
+
+    return PairBuilder(AutoTokenizer.from_pretrained(config.tokenizer, revision=config.tokenizer_revision), config.identity)
+
+
+class _Prepare(beam.DoFn):
+    def __init__(self, config: ScoringConfig, handle: shared.Shared):
+        self.config = config
+        self._handle = handle
+
+    def setup(self):
+        tag = repr((self.config.tokenizer, self.config.tokenizer_revision, self.config.identity))
+        self.builder = self._handle.acquire(lambda: _load_builder(self.config), tag=tag)
+
+    def process(self, batch: list[Candidate]):
+        for candidate, result in zip(batch, self.builder.build([c.record for c in batch])):
+            if isinstance(result, Rejection):
+                yield beam.pvalue.TaggedOutput(REJECTED, result)
+            else:
+                yield result.key, (candidate, result)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One pair to score and every candidate with the same scored text (and so the same key)."""
+
+    pair: ScoringPair
+    candidates: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True)
+class Scored:
+    candidate: Candidate
+    row: ScoreRow
+    source: str  # "computed" or "cached"
+
+
+def scored(candidate: Candidate, losses: CachedLosses, config: ScoringConfig, source: str) -> Scored:
+    row = ScoreRow(
+        candidate.record.id, ifd_score(losses.conditional_loss, losses.prior_loss),
+        losses.conditional_loss, losses.prior_loss, losses.response_tokens, config.round, config.model_label,
+    )
+    return Scored(candidate, row, source)
+
+
+class _Lookup(beam.DoFn):
+    def __init__(self, config: ScoringConfig):
+        self.config = config
+
+    def process(self, element):
+        _, groups = element
+        waiting = sorted(groups["pairs"], key=lambda item: item[0].window_rank)
+        if not waiting:
+            return
+        cached = sorted(groups["cache"])
+        if cached:
+            for candidate, _ in waiting:
+                yield scored(candidate, cached[0], self.config, "cached")
+        else:
+            yield beam.pvalue.TaggedOutput(PENDING, Pending(waiting[0][1], tuple(candidate for candidate, _ in waiting)))
+
+
+class ResponseLossHandler(ModelHandler[Pending, tuple, Any]):
+    """RunInference's model handler: a causal LM, loaded once per worker, on CUDA when
+    available; each element is one micro-batch of similar lengths."""
+
+    def __init__(self, config: ScoringConfig):
+        super().__init__()
+        self.config = config
+
+    def load_model(self):
+        from transformers.utils import logging as transformers_logging
+
+        from transforms.core.lm import ResponseLosses
+
+        transformers_logging.disable_progress_bar()
+        c = self.config
+        return ResponseLosses.load(c.model, c.model_revision, c.device, c.identity.dtype)
+
+    def run_inference(self, batch: Sequence[Pending], model, inference_args=None) -> Iterable[tuple]:
+        conditional = model.mean_nll([(p.pair.conditional, p.pair.conditional_response) for p in batch])
+        prior = model.mean_nll([(p.pair.prior, p.pair.prior_response) for p in batch])
+        return [(pending, CachedLosses(c, q, pending.pair.conditional_response)) for pending, c, q in zip(batch, conditional, prior)]
+
+    def get_num_bytes(self, batch: Sequence[Pending]) -> int:
+        return sum(8 * (len(p.pair.conditional) + len(p.pair.prior)) for p in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "mosaic_it_select"
+
+
+def _cut_micro_batches(element, budget: int):
+    _, group = element
+    items = sorted(group, key=lambda pending: (pending.pair.length, pending.pair.key))
+    for indices in micro_batches([pending.pair.length for pending in items], budget):
+        yield [items[i] for i in indices]
+
+
+class _Finish(beam.DoFn):
+    def __init__(self, config: ScoringConfig):
+        self.config = config
+
+    def process(self, element):
+        pending, losses = element
+        if not all(math.isfinite(value) for value in (*losses[:2], ifd_score(losses.conditional_loss, losses.prior_loss))):
+            detail = f"conditional loss {losses.conditional_loss}, prior loss {losses.prior_loss}"
+            for candidate in pending.candidates:
+                yield beam.pvalue.TaggedOutput(REJECTED, reject(candidate.record, "non_finite_score", detail))
+            return
+        yield beam.pvalue.TaggedOutput(NEW_CACHE, (pending.pair.key, losses))
+        for candidate in pending.candidates:
+            yield scored(candidate, losses, self.config, "computed")
+
+
+class ScoreCandidates(beam.PTransform):
+    """Candidates -> Scored (main), rejections, and the new cache entries (key, CachedLosses).
+
+    Scores come from the cache when it holds their key; the rest are cut into
+    micro-batches by length and scored by RunInference. Micro-batches are cut from groups
+    fixed by the data (length bucket and key hash), not by bundle, so every runner feeds
+    the model the same batches and gets the same float results.
+    """
+
+    def __init__(self, config: ScoringConfig, cache):
+        super().__init__()
+        self.config, self.cache = config, cache
+
+    def expand(self, candidates):
+        prepared = (
+            candidates
+            | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=512)
+            | "Prepare" >> beam.ParDo(_Prepare(self.config, shared.Shared())).with_outputs(REJECTED, main="pairs")
+        )
+        looked_up = (
+            {"pairs": prepared["pairs"], "cache": self.cache}
+            | "JoinCache" >> beam.CoGroupByKey()
+            | "Lookup" >> beam.ParDo(_Lookup(self.config)).with_outputs(PENDING, main="cached")
+        )
+        finished = (
+            looked_up[PENDING]
+            | "KeyByLengthBucket" >> beam.Map(
+                lambda p: ((p.pair.length.bit_length(), int(p.pair.key[:8], 16) % BATCH_GROUPS), p)
+            )
+            | "GroupByLength" >> beam.GroupByKey()
+            | "CutMicroBatches" >> beam.FlatMap(_cut_micro_batches, self.config.batch_tokens)
+            | "RunInference" >> RunInference(ResponseLossHandler(self.config).with_no_batching())
+            | "Finish" >> beam.ParDo(_Finish(self.config)).with_outputs(REJECTED, NEW_CACHE, main="computed")
+        )
+        return {
+            "scored": (looked_up["cached"], finished["computed"]) | "AllScored" >> beam.Flatten(),
+            REJECTED: (prepared[REJECTED], finished[REJECTED]) | "ScoringRejected" >> beam.Flatten(),
+            NEW_CACHE: finished[NEW_CACHE],
+        }
+
+
+def for_ordering(item: Scored) -> tuple:
+    """What the global step needs of a scored record: (window rank, row, response)."""
+    return item.candidate.window_rank, item.row, item.candidate.record.output
+
+
+def order_round(window: list[tuple], kept: list[tuple[int, ScoreRow]], settings: SelectSettings) -> RoundOrder:
+    """The global step: the scored window (see for_ordering), then the kept rows -> the round's order."""
+    ranked = sorted(window, key=lambda item: item[0])
+    k = settings.k if settings.k is not None else selection_size(settings.ratio, len(ranked))
+    return assemble_order(
+        [(row, response) for _, row, response in ranked],
+        [row for _, row in sorted(kept, key=lambda item: item[0])],
+        k, settings.score_type, settings.decay,
+    )
