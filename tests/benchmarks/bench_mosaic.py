@@ -125,29 +125,29 @@ def train_llama3_style(work: Path) -> str:
 # ---------------------------------------------------------------- measuring
 
 
-def run_measured(command: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS of the process tree in GB, stdout) of a command."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = [0]
-    stop = threading.Event()
+def run_measured(command: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in GB) of a command: the larger of its own peak and its process
+    tree's, sampled every 0.1 s (a multi-processing run's workers are its children)."""
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+        tree_peak, done = [0], threading.Event()
 
-    def sample():
-        while not stop.wait(0.1):
-            peak[0] = max(peak[0], _tree_rss(process.pid))
+        def sample():
+            while not done.wait(0.1):
+                tree_peak[0] = max(tree_peak[0], _tree_rss(process.pid))
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = process.communicate()
-    wall = time.perf_counter() - start
-    stop.set()
-    sampler.join()
-    if process.returncode != 0:
-        raise SystemExit(f"command failed ({process.returncode}): {' '.join(command)}\n{err[-3000:]}")
-    import resource
-
-    peak_bytes = max(peak[0], resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
-    return wall, peak_bytes / 1e9, out
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        done.set()
+        sampler.join()
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
+        if process.returncode != 0:
+            log.seek(0)
+            raise SystemExit(f"command failed: {' '.join(command)}\n{log.read().decode()[-3000:]}")
+    return wall, max(tree_peak[0], usage.ru_maxrss * 1024) / 1e9
 
 
 def _tree_rss(pid: int) -> int:
@@ -202,7 +202,7 @@ with open(out_path, "wb") as handle:
 
 def floor_seconds(inputs: list[str], tokenizer: str, size: int, work: Path) -> float:
     argument = json.dumps([inputs, tokenizer, str(work / "floor.bin"), size])
-    wall, _, _ = run_measured([sys.executable, "-c", FLOOR, argument])
+    wall, _ = run_measured([sys.executable, "-c", FLOOR, argument])
     (work / "floor.bin").unlink()
     return wall
 
@@ -247,7 +247,7 @@ def bench(inputs: list[str], records: int, tokenizer: str, label: str, mode: str
     command = [sys.executable, "-m", "pipeline", "run", "--input", *inputs, "--output", str(output), "--formats", "jsonl", "--tokenizer", tokenizer]
     if mode == "multi_processing":
         command += ["--direct_running_mode=multi_processing", f"--direct_num_workers={os.cpu_count()}"]
-    wall, peak, _ = run_measured(command)
+    wall, peak = run_measured(command)
     floor = floor_seconds(inputs, tokenizer, output_bytes(output), work)
     reference = reference_seconds(inputs, tokenizer, reference_limit) if reference_limit else None
     return Row(records, label, mode, wall, peak, floor, reference)
