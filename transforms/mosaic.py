@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import apache_beam as beam
+import zstandard
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
 
@@ -73,12 +74,15 @@ Row = tuple  # (id, instruction, input, output, origin, n_tokens, prompt_part, o
 
 
 class RowBatch:
-    """A list (of rows, or of a shard's samples) that crosses PCollections as one pickle.
+    """A list (of rows, or of a shard's samples) that crosses PCollections as one
+    compressed pickle.
 
     Pickle turns plain tuples, str and int into bytes 2-3x faster than Beam's
     per-element coder, and a batch is unpickled only where it is read: Beam's in-memory
-    runner decodes and re-encodes every value it groups. Beam also samples the size of
-    elements by encoding them; RowBatchCoder estimates it from the first item instead.
+    runner decodes and re-encodes every value it groups. Zstandard at level 1 shrinks
+    text 3-5x at over 500 MB/s, and a runner holds the whole shuffle, in some copies,
+    in memory. Beam also samples the size of elements by encoding them; RowBatchCoder
+    estimates it from the first item instead.
     """
 
     __slots__ = ("_items", "_encoded")
@@ -89,7 +93,7 @@ class RowBatch:
     @property
     def items(self) -> list:
         if self._items is None:
-            self._items = pickle.loads(self._encoded)
+            self._items = pickle.loads(zstandard.decompress(self._encoded))
         return self._items
 
     def __iter__(self):
@@ -100,7 +104,7 @@ class RowBatch:
 
     def encoded(self) -> bytes:
         if self._encoded is None:
-            self._encoded = pickle.dumps(self._items, protocol=pickle.HIGHEST_PROTOCOL)
+            self._encoded = zstandard.compress(pickle.dumps(self._items, protocol=pickle.HIGHEST_PROTOCOL), 1)
         return self._encoded
 
     def estimated_size(self) -> int:
