@@ -20,9 +20,7 @@ from pipeline.outputs import manifest_at
 from pipeline.options import MosaicOptions, OptionsError, own_option_values, validate
 from pipeline.progress import configure_logging, run_with_progress
 from pipeline.recipes import apply_recipe
-from pipeline.report import report_command
 from pipeline.run_stats import mosaic_table
-from pipeline.iterit import select_command
 from transforms.core.rules import RulesError, load_rules
 from transforms.core.tokens import TokenizerSpecError, load_counter
 from transforms.publish import MANIFEST, PublishRun, RunFolder
@@ -112,6 +110,18 @@ def run_command(argv: Sequence[str]) -> int:
     else:
         print(f"job described, not run here; it writes {started.manifest} last")
     return 0
+
+
+def select_command(argv: Sequence[str]) -> int:
+    from pipeline.iterit import select_command as select  # imported here: it loads torch (seconds)
+
+    return select(argv)
+
+
+def report_command(argv: Sequence[str]) -> int:
+    from pipeline.report import report_command as report  # imported here: it loads matplotlib
+
+    return report(argv)
 
 
 # Subcommand name -> function taking the remaining arguments and returning an exit code.

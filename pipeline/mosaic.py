@@ -16,7 +16,7 @@ from apache_beam.utils import shared
 
 from transforms.mosaic import SAMPLES, MeasureRecords, MosaicConfig, MosaicSamples, keys_per_epoch
 from transforms.read import RECORDS, REJECTED, ReadRecords
-from transforms.write import SAMPLE_FORMATS, WriteRejected, WriteSortedShards, write_atomically
+from transforms.write import SAMPLE_FORMATS, WriteRejected, WriteShards, write_atomically
 
 KEYS_PER_SHARD = 8  # default sharding: one output shard per 8 (epoch, key) packing keys
 _PACKAGES = ("mosaic-it-beam", "apache-beam", "transformers", "tokenizers", "fastavro", "quicktok-v1", "pyyaml")
@@ -141,25 +141,20 @@ def build_mosaic_pipeline(
     measured = read[RECORDS] | "Measure" >> MeasureRecords(config, handle)
     rows = measured["rows"]
 
-    valid_count = rows | "CountValid" >> beam.combiners.Count.Globally()
+    valid_count = rows | "CountValid" >> beam.Map(len) | "SumValid" >> beam.CombineGlobally(sum)
     num_keys = valid_count | "KeysPerEpoch" >> beam.Map(keys_per_epoch, config.records_per_key)
-    packed = rows | "Mosaic" >> MosaicSamples(config, handle, num_keys)
-    sample_rows = packed[SAMPLES]
-
     total_keys = num_keys | "TotalKeys" >> beam.Map(lambda keys: keys * config.epochs)
     sample_shards = total_keys | "SampleShards" >> beam.Map(lambda keys: num_shards or default_num_shards(keys))
-    sample_files = (
-        sample_rows
-        | "ShardSamples" >> beam.Map(_assign_sample_shard, beam.pvalue.AsSingleton(total_keys), beam.pvalue.AsSingleton(sample_shards))
-        | "WriteSamples" >> WriteSortedShards(output, [SAMPLE_FORMATS[name] for name in formats], sample_shards)
-    )
+    packed = rows | "Mosaic" >> MosaicSamples(config, handle, num_keys, sample_shards)
+    sample_rows = packed[SAMPLES]
+    sample_files = sample_rows | "WriteSamples" >> WriteShards(output, [SAMPLE_FORMATS[name] for name in formats], sample_shards)
 
     rejected = (read[REJECTED], measured[REJECTED], packed[REJECTED]) | "AllRejected" >> beam.Flatten()
     rejected_files = rejected | "WriteRejected" >> WriteRejected(output)
 
     stats = (
         (
-            sample_rows | "SampleStats" >> beam.MapTuple(lambda ordinal, rows: sample_stats(rows)),
+            sample_rows | "SampleStats" >> beam.MapTuple(lambda shard, parts: sample_stats(row for _, rows in parts for row in rows)),
             rejected | "RejectStats" >> beam.Map(lambda rejection: Counter({("rejected", rejection.reason): 1})),
             valid_count | "ValidStats" >> beam.Map(lambda count: Counter({("input", "valid"): count})),
         )
@@ -171,9 +166,3 @@ def build_mosaic_pipeline(
         beam.pvalue.AsList(sample_files),
         beam.pvalue.AsList(rejected_files),
     )
-
-
-def _assign_sample_shard(element, total_keys: int, shards: int):
-    """Contiguous ranges of key ordinals per shard, so shards follow epoch order."""
-    ordinal, rows = element
-    return ordinal * shards // total_keys, (ordinal, rows)

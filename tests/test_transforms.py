@@ -42,8 +42,8 @@ def test_read_records_from_every_file_kind(tmp_path):
 def _placed_once_per_epoch(ids, epochs):
     def check(elements):
         per_epoch = {}
-        for _, samples in elements:
-            for sample in samples:
+        for _, keys in elements:
+            for sample in (sample for _, samples in keys for sample in samples):
                 per_epoch.setdefault(sample["epoch"], Counter()).update(sample["sources"])
                 assert sample["n_tokens"] <= CONFIG.max_length
         assert sorted(per_epoch) == list(epochs)

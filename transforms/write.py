@@ -44,8 +44,13 @@ SAMPLE_SCHEMA = fastavro.parse_schema(
 )
 
 
+# json.dumps(row, ensure_ascii=False), without building an encoder per row.
+_to_json = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+
+
 def _json_lines(rows: Iterable[dict], file_name: str) -> bytes:
-    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+    # Encoding line by line is faster than encoding one long text with wide characters.
+    return b"".join([(_to_json(row) + "\n").encode("utf-8") for row in rows])
 
 
 def _messages(rows: Iterable[dict], file_name: str) -> bytes:
@@ -110,12 +115,40 @@ class _WriteShard(beam.DoFn):
 
     def process(self, element, num_shards: int):
         shard, parts = element
-        ordered = sorted((part for part in parts if part is not None), key=lambda part: part[0])
+        ordered = sorted(parts, key=lambda part: part[0])
         rows = [row for _, part_rows in ordered for row in part_rows]
         for fmt in self.formats:
             path = shard_name(self.directory, fmt, shard, num_shards)
             write_atomically(path, fmt.encode(rows, path.rsplit("/", 1)[-1]))
             yield path
+
+
+class WriteShards(beam.PTransform):
+    """(shard, [(order key, [row dict])]) -> files, one per shard and format; yields their paths.
+
+    Rows within a shard are written in order-key order; every shard in range(num_shards)
+    that gets no element is written empty, so a `-of-NNNNN` set is always complete.
+    `num_shards` is a singleton PCollection.
+    """
+
+    def __init__(self, directory: str, formats: Sequence[OutputFormat], num_shards):
+        super().__init__()
+        self.directory, self.formats, self.num_shards = directory, list(formats), num_shards
+
+    def expand(self, shards):
+        # Empty shards are found after the fact: a Flatten would copy all the data once more.
+        num_shards = beam.pvalue.AsSingleton(self.num_shards)
+        written = shards | "Write" >> beam.ParDo(_WriteShard(self.directory, self.formats), num_shards)
+        empty = (
+            self.num_shards
+            | "EmptyShards" >> beam.FlatMap(_missing_shards, beam.pvalue.AsList(shards | "Shards" >> beam.Keys()))
+            | "WriteEmpty" >> beam.ParDo(_WriteShard(self.directory, self.formats), num_shards)
+        )
+        return (written, empty) | "AllFiles" >> beam.Flatten()
+
+
+def _missing_shards(num_shards: int, present: list[int]):
+    return [(shard, []) for shard in sorted(set(range(num_shards)) - set(present))]
 
 
 class WriteSortedShards(beam.PTransform):
@@ -129,12 +162,10 @@ class WriteSortedShards(beam.PTransform):
         self.directory, self.formats, self.num_shards = directory, list(formats), num_shards
 
     def expand(self, parts):
-        every_shard = self.num_shards | "EveryShard" >> beam.FlatMap(lambda n: [(shard, None) for shard in range(n)])
         return (
-            (parts, every_shard)
-            | "WithEveryShard" >> beam.Flatten()
+            parts
             | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShards" >> beam.ParDo(_WriteShard(self.directory, self.formats), beam.pvalue.AsSingleton(self.num_shards))
+            | "Write" >> WriteShards(self.directory, self.formats, self.num_shards)
         )
 
 

@@ -18,7 +18,7 @@ from transforms.core.randomness import HashStream
 from transforms.core.records import Record, origin_order
 from transforms.core.rules import Rules
 from transforms.core.strategies import Composition, compose, primary
-from transforms.core.tokens import SampleLengths
+from transforms.core.tokens import NO_PART, Known, Part, SampleLengths
 from transforms.core.wrap import draw_group_size
 
 _WINDOW = 64  # groups composed and counted per tokenizer call
@@ -27,10 +27,13 @@ _SHRINK_CHUNK = 4  # prefixes of an over-budget group counted per tokenizer call
 
 @dataclass(frozen=True)
 class Measured:
-    """A record with its exact length when it stands alone as a plain sample."""
+    """A record with its exact length when it stands alone as a plain sample, and the
+    Parts of its prompt and output (see SampleLengths.measure)."""
 
     record: Record
     n_tokens: int
+    prompt_part: Part = NO_PART
+    output_part: Part = NO_PART
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ class KeyPacker:
         while start < len(records):
             plans = self._plan_window(records, epoch, key, start, group)
             compositions = [self._compose(records, epoch, key, *plan) for plan in plans]
-            counts = self.lengths.count([(c.instruction, c.output) for c in compositions])
+            counts = self._count(records, [plan[1:] for plan in plans], compositions)
             for (group, first, end), composition, n_tokens in zip(plans, compositions, counts):
                 shrunk = n_tokens > self.settings.max_length
                 if shrunk:
@@ -164,18 +167,30 @@ class KeyPacker:
         stream = HashStream(self.settings.seed, epoch, key, group, "compose")
         return compose([r.prompt for r in chosen], [r.output for r in chosen], self.settings.strategy, self.rules, stream)
 
+    def _count(self, records, spans: Sequence[tuple[int, int]], compositions: Sequence[Composition]) -> list[int]:
+        """Exact lengths; the records' own Parts spare recounting most of their text."""
+        return self.lengths.count_composed(
+            [(c.instruction, c.output, _known(records[first:end], c)) for (first, end), c in zip(spans, compositions)]
+        )
+
     def _shrink(self, records, epoch, key, group, first, end) -> tuple[int, Composition, int]:
         """The longest prefix of the group whose composed sample fits; a lone record's plain form always does."""
         ends = list(range(end - 1, first, -1))
         for chunk in range(0, len(ends), _SHRINK_CHUNK):
             tried = ends[chunk : chunk + _SHRINK_CHUNK]
             compositions = [self._compose(records, epoch, key, group, first, e) for e in tried]
-            counts = self.lengths.count([(c.instruction, c.output) for c in compositions])
+            counts = self._count(records, [(first, e) for e in tried], compositions)
             for e, composition, n_tokens in zip(tried, compositions, counts):
                 if n_tokens <= self.settings.max_length:
                     return e, composition, n_tokens
         alone = records[first]
         return first + 1, primary([alone.record.prompt], [alone.record.output]), alone.n_tokens
+
+
+def _known(chosen: Sequence[Measured], composition: Composition) -> list[Known]:
+    """The record texts of a sample in order of appearance: prompts, then shown outputs."""
+    prompts = [(m.record.prompt, m.prompt_part) for m in chosen]
+    return prompts + [(chosen[i].record.output, chosen[i].output_part) for i in composition.response_order]
 
 
 def _sample(chosen: Sequence[Measured], composition: Composition, n_tokens: int, epoch: int, key: int, group: int) -> Sample:

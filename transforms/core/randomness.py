@@ -10,12 +10,12 @@ from typing import MutableSequence, Sequence, TypeVar
 
 T = TypeVar("T")
 
-_SEP = b"\x1f"
+_SEP = "\x1f"
 
 
 def digest(*parts: object) -> bytes:
     """A 16-byte BLAKE2b digest of the parts' string forms, unambiguously joined."""
-    return hashlib.blake2b(_SEP.join(str(part).encode("utf-8") for part in parts), digest_size=16).digest()
+    return hashlib.blake2b(_SEP.join(map(str, parts)).encode("utf-8"), digest_size=16).digest()
 
 
 def record_keys(seed: int, epoch: int, record_id: str) -> tuple[int, int]:
@@ -32,13 +32,15 @@ class HashStream:
     """
 
     def __init__(self, *name: object):
-        self._prefix = digest("stream", *name)
+        # Draw i is BLAKE2b-64(prefix + i as 8 big-endian bytes); the prefix is hashed in once.
+        self._prefixed = hashlib.blake2b(digest("stream", *name), digest_size=8)
         self._counter = 0
 
     def bits64(self) -> int:
-        value = hashlib.blake2b(self._prefix + self._counter.to_bytes(8, "big"), digest_size=8).digest()
+        state = self._prefixed.copy()
+        state.update(self._counter.to_bytes(8, "big"))
         self._counter += 1
-        return int.from_bytes(value, "big")
+        return int.from_bytes(state.digest(), "big")
 
     def random(self) -> float:
         """Uniform in [0, 1)."""

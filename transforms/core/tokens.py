@@ -1,9 +1,49 @@
-"""Token counting: tokenizer specs, batch counters and length templates."""
+"""Token counting: tokenizer specs, batch counters, length templates and exact split counting.
+
+Exact split counting is what makes counting every composed sample cheap. For the
+tokenizers below there are positions in a text, decided by the two characters around
+them, where no token ever spans, whatever text stands left or right: the token count
+of a text is the sum of the counts of its parts cut there (a :class:`CutRule`). A
+record counted once can then be placed in any sample and only the short stretches
+around it (its first and last few words, the template text) are counted again.
+
+Why the rules hold (``T`` is the whole text, ``c`` a cut, ``T[c-1]`` and ``T[c]`` the
+characters around it):
+
+* Byte-level BPE (Llama-3, Qwen, GPT-4 ``cl100k``, ``o200k`` pre-tokenizer grammars):
+  BPE merges only inside a pre-token, and the pre-tokenizer is a left-to-right regex
+  scan without look-behind. If ``T[c-1]`` is an ASCII letter or digit and ``T[c]`` is
+  ASCII but neither alphanumeric nor an apostrophe, no alternative of these grammars
+  can match across ``c`` (letter and digit runs stop at ``T[c]``, punctuation and
+  whitespace runs cannot contain ``T[c-1]``, contractions start with ``'``), and
+  every alternative tried left of ``c`` reads ``T[c]`` exactly as it reads the end of
+  the text. So the scan of ``T`` is the scan of ``T[:c]`` followed by the scan of
+  ``T[c:]``. NFC normalization never composes across an ASCII pair either.
+* SentencePiece-style BPE (Llama-2: ``Metaspace`` with ``prepend_scheme=first``, one
+  pre-token): if ``T[c]`` is a space and ``T[c-1]`` is neither a space nor ``▁``, no
+  merge of the vocabulary joins a piece that does not end with ``▁`` to one that
+  starts with it (checked on the merges when the tokenizer is loaded), so BPE never
+  crosses ``c``; the part from ``c`` starts with ``▁`` and gets no prefix of its own.
+
+Hugging Face tokenizers also match added tokens (``<s>``, ``<|eot_id|>``) inside the
+text; a text where one could touch a cut is never split (see
+:meth:`HuggingFaceCounter.interior`).
+"""
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import io
+import json
+import logging
 import os
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from pathlib import Path
+from typing import Optional, Protocol, Sequence
 
 DEFAULT_TOKENIZER = "quicktok:llama3"
 QUICKTOK_ENCODINGS = ("llama3", "qwen3", "cl100k_base", "o200k_base")
@@ -17,9 +57,47 @@ VICUNA_SYSTEM = (
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 
+# Texts compared between quicktok and Hugging Face before quicktok counts alone.
+VERIFY_TEXTS = 512
+
+log = logging.getLogger(__name__)
+
 
 class TokenizerSpecError(ValueError):
     """A --tokenizer value that cannot be loaded; the message says why."""
+
+
+# (start, end, n_tokens): text[start:end] holds n_tokens tokens wherever the text is placed,
+# and start and end are cuts. NO_PART when the text has no two cuts.
+Part = tuple[int, int, int]
+NO_PART: Part = (0, 0, 0)
+
+
+@dataclass(frozen=True)
+class CutRule:
+    """Where a tokenizer's count splits: right after each match of `before_cut`, a
+    one-character pattern with a one-character look-ahead."""
+
+    name: str
+    before_cut: re.Pattern
+    before_last_cut: re.Pattern  # `before_cut` after a greedy `.*`: it ends at the last cut
+
+    @classmethod
+    def from_pattern(cls, name: str, pattern: str) -> "CutRule":
+        return cls(name, re.compile(pattern), re.compile("(?s).*" + pattern))
+
+    def interior(self, text: str) -> Optional[tuple[int, int]]:
+        """(first cut, last cut) of the text, or None when it has fewer than two."""
+        first = self.before_cut.search(text)
+        if first is None:
+            return None
+        last = self.before_last_cut.match(text).end()
+        return (first.end(), last) if last > first.end() else None
+
+
+_ASCII_NOT_WORD = r"[\x00-\x26\x28-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]"  # ASCII but letters, digits and '
+BYTE_LEVEL_CUTS = CutRule.from_pattern("byte-level", rf"[A-Za-z0-9](?={_ASCII_NOT_WORD})")
+METASPACE_CUTS = CutRule.from_pattern("metaspace", r"[^ \u2581](?= )")
 
 
 class TokenCounter(Protocol):
@@ -28,6 +106,14 @@ class TokenCounter(Protocol):
     spec: str
 
     def count(self, texts: Sequence[str]) -> list[int]: ...
+
+    def interior(self, text: str) -> Optional[tuple[int, int]]:
+        """(first cut, last cut) of a text whose count splits there in any context, or None."""
+        ...
+
+    def count_joined(self, groups: Sequence[Sequence[str]]) -> list[int]:
+        """For each group of texts that meet at cuts when joined: the count of the joined text."""
+        ...
 
 
 class QuicktokCounter:
@@ -38,40 +124,237 @@ class QuicktokCounter:
 
         self.spec = f"quicktok:{encoding}"
         self._encoding = quicktok.get_encoding(encoding)
-        self._count_batch = quicktok.count_batch
+        self.interior = BYTE_LEVEL_CUTS.interior  # every bundled encoding has a byte-level grammar
 
     def count(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        return self._count_batch(self._encoding, list(texts)).tolist()
+        return quicktok_counts(self._encoding, list(texts))
+
+    def count_joined(self, groups: Sequence[Sequence[str]]) -> list[int]:
+        return self.count(["".join(group) for group in groups])
 
 
 class HuggingFaceCounter:
-    """A Hugging Face tokenizer; the fast (Rust) backend is called directly on batches."""
+    """A Hugging Face tokenizer; the fast (Rust) backend is called directly on batches.
+
+    A byte-level BPE that quicktok can import is counted by quicktok, once its counts
+    have matched the Hugging Face ones on the first VERIFY_TEXTS texts; texts holding an
+    added token are always counted by Hugging Face, which treats them specially.
+    """
 
     def __init__(self, name_or_path: str):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-        from transformers import AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        except Exception as err:  # transformers raises many types for a bad name or path
-            raise TokenizerSpecError(f"cannot load Hugging Face tokenizer '{name_or_path}': {err}") from err
         self.spec = f"hf:{name_or_path}"
-        self._tokenizer = tokenizer
-        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._tokenizer = None  # the transformers tokenizer, used only when it has no fast backend
+        backend = _plain_tokenizer_json(name_or_path)
+        if backend is None:
+            self._tokenizer = _auto_tokenizer(name_or_path)
+            backend = getattr(self._tokenizer, "backend_tokenizer", None)
         self._encode_batch = getattr(backend, "encode_batch_fast", None) or getattr(backend, "encode_batch", None)
+        serialized = backend.to_str() if backend is not None else "{}"
+        description = json.loads(serialized)
+        added = [token["content"] for token in description.get("added_tokens", [])]
+        self._added = re.compile("|".join(map(re.escape, sorted(added, key=len, reverse=True)))) if added else None
+        self._added_joined = "\x00".join(added)
+        self._cuts = cut_rule(description)
+        self._quicktok = quicktok_encoding(serialized, self.spec) if backend is not None else None
+        self._to_verify = VERIFY_TEXTS
 
     def count(self, texts: Sequence[str]) -> list[int]:
+        texts = list(texts)
         if not texts:
             return []
+        if self._quicktok is None:
+            return self._count_hf(texts)
+        special = [i for i, text in enumerate(texts) if self._added and self._added.search(text)]
+        counts = self._count_quicktok(texts)
+        if special:
+            for i, n in zip(special, self._count_hf([texts[i] for i in special])):
+                counts[i] = n
+        if self._to_verify > 0:
+            counts = self._verify(texts, counts)
+        return counts
+
+    def count_joined(self, groups: Sequence[Sequence[str]]) -> list[int]:
+        """A joined text where an added token shows up (perhaps made by the joining itself)
+        is counted as its parts."""
+        joined = ["".join(group) for group in groups]
+        counts = self.count(joined)
+        if self._added:
+            for i, text in enumerate(joined):
+                if self._added.search(text):
+                    counts[i] = sum(self.count(groups[i]))
+        return counts
+
+    def interior(self, text: str) -> Optional[tuple[int, int]]:
+        """A text whose added-token matches could cross a cut is not split: it holds an
+        added token, or its head or tail could be part of one that began or ends outside it."""
+        if self._cuts is None:
+            return None
+        cuts = self._cuts.interior(text)
+        if cuts is None or not self._added:
+            return cuts
+        first, last = cuts
+        if self._added.search(text) or text[: first + 1] in self._added_joined or text[last - 1 :] in self._added_joined:
+            return None
+        return cuts
+
+    def _count_hf(self, texts: list[str]) -> list[int]:
         if self._encode_batch is not None:
-            return [len(encoding.ids) for encoding in self._encode_batch(list(texts), add_special_tokens=False)]
-        return [len(ids) for ids in self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+            return [len(encoding) for encoding in self._encode_batch(texts, add_special_tokens=False)]
+        return [len(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def _count_quicktok(self, texts: list[str]) -> list[int]:
+        return quicktok_counts(self._quicktok, texts)
+
+    def _verify(self, texts: list[str], counts: list[int]) -> list[int]:
+        checked = texts[: self._to_verify]
+        reference = self._count_hf(checked)
+        if reference != counts[: len(checked)]:
+            wrong = next(text for text, a, b in zip(checked, counts, reference) if a != b)
+            log.warning("%s: quicktok and Hugging Face counts differ (e.g. on %r); counting with Hugging Face", self.spec, wrong[:80])
+            self._quicktok = None
+            return reference + self._count_hf(texts[len(checked) :])
+        self._to_verify -= len(checked)
+        if self._to_verify <= 0:
+            log.info("%s: counting with quicktok (it matched Hugging Face on the first %d texts)", self.spec, VERIFY_TEXTS)
+        return counts
 
 
+def quicktok_counts(encoding, texts: list[str]) -> list[int]:
+    """quicktok's counts; a thread pool only pays off on large batches."""
+    import quicktok
+
+    threads = 0 if sum(map(len, texts)) >= _THREADED_CHARS else 1
+    return quicktok.count_batch(encoding, texts, threads=threads).tolist()
+
+
+_THREADED_CHARS = 1 << 20
+
+
+def cut_rule(description: dict) -> Optional[CutRule]:
+    """The cut rule a Hugging Face tokenizer (its tokenizer.json) provably obeys, or None."""
+    from quicktok._import_core import KNOWN_PATTERNS
+
+    model = description.get("model") or {}
+    if model.get("type") != "BPE" or model.get("dropout") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+        return None
+    if any(t.get("lstrip") or t.get("rstrip") or t.get("single_word") for t in description.get("added_tokens", [])):
+        return None
+    normalizer = description.get("normalizer")
+    pre = description.get("pre_tokenizer") or {}
+    nodes = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    grammars = {"llama3", "qwen", "cl100k", "o200k"}
+    if (
+        len(nodes) == 2
+        and nodes[0].get("type") == "Split"
+        and KNOWN_PATTERNS.get((nodes[0].get("pattern") or {}).get("Regex")) in grammars
+        and nodes[0].get("behavior") == "Isolated"
+        and not nodes[0].get("invert")
+        and nodes[1].get("type") == "ByteLevel"
+        and not nodes[1].get("add_prefix_space")
+        and not nodes[1].get("use_regex")
+        and (normalizer is None or normalizer.get("type") == "NFC")
+        and not model.get("byte_fallback")
+    ):
+        return BYTE_LEVEL_CUTS
+    if (
+        nodes == [pre]
+        and pre.get("type") == "Metaspace"
+        and pre.get("replacement") == "\u2581"
+        and pre.get("prepend_scheme") == "first"
+        and not pre.get("split")
+        and normalizer is None
+        and not _merges_cross_metaspace(model.get("merges", []))
+    ):
+        return METASPACE_CUTS
+    return None
+
+
+def _merges_cross_metaspace(merges: list) -> bool:
+    """True if some merge joins a piece not ending with ▁ to one starting with it, or merges a byte."""
+    for merge in merges:
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        if (right.startswith("\u2581") and not left.endswith("\u2581")) or "<0x" in left or "<0x" in right:
+            return True
+    return False
+
+
+def _auto_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as err:  # transformers raises many types for a bad name or path
+        raise TokenizerSpecError(f"cannot load Hugging Face tokenizer '{name_or_path}': {err}") from err
+
+
+def _plain_tokenizer_json(name_or_path: str):
+    """The tokenizer.json of a local directory, loaded by the `tokenizers` library alone, when
+    transformers would use it as it is; else None. Importing transformers takes seconds.
+
+    transformers rebuilds the backend when the config sets `add_prefix_space` or `from_slow`,
+    and adds the special tokens the config names that the file lacks.
+    """
+    directory = Path(name_or_path)
+    if not (directory / "tokenizer.json").is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    try:
+        backend = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    except Exception as err:  # the Rust library reports a bad file as a plain Exception
+        raise TokenizerSpecError(f"cannot load Hugging Face tokenizer '{name_or_path}': {err}") from err
+    config = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        if (directory / name).is_file():
+            config.update(json.loads((directory / name).read_text(encoding="utf-8")))
+    if config.get("add_prefix_space") is not None or config.get("from_slow"):
+        return None
+    named = [value for key, value in config.items() if key.endswith("_token")]
+    for key in ("additional_special_tokens", "extra_special_tokens"):
+        extra = config.get(key) or []
+        named += list(extra.values()) if isinstance(extra, dict) else list(extra)
+    named += list((config.get("added_tokens_decoder") or {}).values())
+    contents = {token["content"] if isinstance(token, dict) else token for token in named if token}
+    present = {token.content for token in backend.get_added_tokens_decoder().values()}
+    return backend if contents <= present else None
+
+
+def quicktok_encoding(serialized: str, spec: str):
+    """quicktok's import of a byte-level BPE tokenizer (its tokenizer.json text), or None if
+    quicktok refuses it. Imports and refusals are cached on disk by content."""
+    import quicktok
+
+    digest = hashlib.sha256(serialized.encode("utf-8")).hexdigest()[:24]
+    directory = Path(tempfile.gettempdir()) / "mosaic-it-quicktok" / digest
+    name = "imported"
+    if not directory.is_dir():
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=directory.parent))
+        (staging / "tokenizer.json").write_text(serialized, encoding="utf-8")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                quicktok.import_tokenizer(str(staging / "tokenizer.json"), name, data_dir=str(staging))
+        except Exception as err:  # refused or failed: Hugging Face still counts exactly
+            (staging / "refused.txt").write_text(str(err).splitlines()[0] if str(err) else type(err).__name__, encoding="utf-8")
+        (staging / "tokenizer.json").unlink()
+        try:
+            staging.rename(directory)
+        except OSError:  # another process got there first
+            shutil.rmtree(staging, ignore_errors=True)
+    if (directory / "refused.txt").is_file():
+        reason = (directory / "refused.txt").read_text(encoding="utf-8")
+        log.warning("%s: quicktok cannot count it (%s); counting with Hugging Face", spec, reason)
+        return None
+    return quicktok.get_encoding(name, str(directory))
+
+
+@functools.lru_cache(maxsize=8)
 def load_counter(spec: str) -> TokenCounter:
-    """`quicktok:<encoding>` or `hf:<hub id or local directory>`."""
+    """`quicktok:<encoding>` or `hf:<hub id or local directory>`; loaded once per process
+    (the command line loads it to check the spec, then the pipeline's workers)."""
     scheme, _, name = spec.partition(":")
     if not name:
         raise TokenizerSpecError(f"tokenizer '{spec}' must look like quicktok:<encoding> or hf:<name or path>")
@@ -104,6 +387,11 @@ class LengthTemplate:
         return 1 if self.name == "vicuna" else 0
 
 
+# A text known to stand in a sample, with its Part.
+Known = tuple[str, Part]
+_HEAD = 24  # characters of a known text searched for; a long needle costs more to prepare than to match
+
+
 class SampleLengths:
     """Exact lengths of (instruction, output) pairs under a tokenizer and template."""
 
@@ -114,3 +402,43 @@ class SampleLengths:
     def count(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
         extra = self.template.special_tokens
         return [n + extra for n in self.counter.count([self.template.text(i, o) for i, o in pairs])]
+
+    def measure(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[int, Part, Part]]:
+        """For each (prompt, output) of one record: its exact length alone, and the Parts of
+        its prompt and output, so that samples holding it recount only around them."""
+        cuts = [(self.counter.interior(prompt), self.counter.interior(output)) for prompt, output in pairs]
+        inner = [text[cut[0] : cut[1]] for pair, pair_cuts in zip(pairs, cuts) for text, cut in zip(pair, pair_cuts) if cut]
+        inner_counts = iter(self.counter.count(inner))
+        parts = [tuple((*cut, next(inner_counts)) if cut else NO_PART for cut in pair_cuts) for pair_cuts in cuts]
+        items = [(prompt, output, ((prompt, part_p), (output, part_o))) for (prompt, output), (part_p, part_o) in zip(pairs, parts)]
+        return [(n, part_p, part_o) for n, (part_p, part_o) in zip(self.count_composed(items), parts)]
+
+    def count_composed(self, items: Sequence[tuple[str, str, Sequence[Known]]]) -> list[int]:
+        """Exact lengths of (instruction, output) pairs, given texts known to stand in them in
+        order of appearance: only what is left around their Parts is tokenized.
+
+        What is left meets at cuts again (a stretch between cuts starts with a character that
+        may follow a cut and ends with one that may precede it), so it is counted as one text.
+        Any occurrence of a known text serves (its Part's cuts are cuts wherever it stands),
+        so each is looked up by its first characters, then checked whole.
+        """
+        groups: list[list[str]] = []
+        known_tokens: list[int] = []
+        for instruction, output, known in items:
+            text = self.template.text(instruction, output)
+            position, total, left = 0, self.template.special_tokens, []
+            for piece, (start, end, n_tokens) in known:
+                if end <= start:
+                    continue
+                head = piece[:_HEAD]
+                at = text.find(head, position)
+                while at >= 0 and not text.startswith(piece, at):
+                    at = text.find(head, at + 1)
+                if at < 0:
+                    continue
+                left.append(text[position : at + start])
+                position, total = at + end, total + n_tokens
+            left.append(text[position:])
+            groups.append(left)
+            known_tokens.append(total)
+        return [total + n for total, n in zip(known_tokens, self.counter.count_joined(groups))]

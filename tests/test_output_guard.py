@@ -1,0 +1,59 @@
+"""Guards that performance work keeps the same output records, byte for byte.
+
+A small fixed run (300 Alpaca records, 2 epochs, default tokenizer) is hashed: the
+SHA-256 of its sorted sample and rejected JSON lines. Any change to what is sampled,
+how it is composed or how it is counted (`n_tokens`) changes the digest.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+
+SHARED = Path(__file__).resolve().parents[1] / "../shared"
+ALPACA = SHARED / "data/alpaca_en_demo.json"
+
+# Regenerate after an intended change of outputs (a bug fix, new phrasings):
+#   /work/venv/bin/python -m pytest tests/test_output_guard.py -q   # the failure prints the new digest
+EXPECTED = {
+    "default": "bc2aa41107f533d2a6495bf4d2c17afa137ed3b4470b871eb6ea6a666eccf7ce",
+    "tight_budget": "d2134ca363ff9add737e21496ac8856466e6f156dffa34afbfbaa14d01e6ad10",
+}
+RUNS = {
+    "default": ["--epochs", "2"],
+    # A tight budget and large groups: most groups are over the estimate or the budget and shrink.
+    "tight_budget": ["--epochs", "2", "--max-length", "400", "--wrap-mode", "fix_max", "--seed", "7"],
+}
+
+
+@pytest.fixture(scope="module")
+def alpaca_300(tmp_path_factory) -> Path:
+    if not ALPACA.exists():
+        pytest.skip(f"shared data not found at {ALPACA}")
+    path = tmp_path_factory.mktemp("input") / "alpaca300.jsonl"
+    records = json.loads(ALPACA.read_text(encoding="utf-8"))[:300]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def output_digest(directory: Path) -> str:
+    lines = sorted(
+        line
+        for pattern in ("mosaics-*.jsonl", "rejected-*.jsonl")
+        for path in directory.rglob(pattern)
+        for line in path.read_text(encoding="utf-8").splitlines()
+    )
+    assert lines, f"no output lines under {directory}"
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_outputs_are_unchanged(name, alpaca_300, tmp_path):
+    output = tmp_path / "out"
+    argv = ["run", "--input", str(alpaca_300), "--output", str(output), "--formats", "jsonl", *RUNS[name]]
+    assert main(argv) == 0
+    assert output_digest(output) == EXPECTED[name], f"outputs of run '{name}' changed: {output_digest(output)}"
