@@ -1,4 +1,5 @@
-"""Beam wiring of Mosaic-IT: measure records once, key them per epoch, pack each key."""
+"""Beam wiring of Mosaic-IT: measure records once, group them by the output shard of
+their (epoch, key) in one shuffle, pack each key."""
 from __future__ import annotations
 
 import contextlib
@@ -104,7 +105,7 @@ class RowBatch:
 
     def encoded(self) -> bytes:
         if self._encoded is None:
-            self._encoded = zstandard.compress(pickle.dumps(self._items, protocol=pickle.HIGHEST_PROTOCOL), 1)
+            self._encoded = zstandard.compress(pickle.dumps(self._items, protocol=pickle.HIGHEST_PROTOCOL), 3)
         return self._encoded
 
     def estimated_size(self) -> int:
@@ -291,7 +292,9 @@ class MosaicSamples(beam.PTransform):
 
     def expand(self, rows):
         num_keys = beam.pvalue.AsSingleton(self.num_keys)
-        num_shards = self.num_shards or self.num_keys | "ShardPerKey" >> beam.Map(lambda keys: keys * self.config.epochs)
+        num_shards = self.num_shards
+        if num_shards is None:
+            num_shards = self.num_keys | "ShardPerKey" >> beam.Map(lambda keys: keys * self.config.epochs)
         return (
             rows
             | "AssignShards" >> beam.ParDo(_AssignShards(self.config), num_keys, beam.pvalue.AsSingleton(num_shards)).with_output_types(tuple[int, RowBatch])

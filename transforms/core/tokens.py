@@ -266,6 +266,7 @@ def cut_rule(description: dict) -> Optional[CutRule]:
         and pre.get("prepend_scheme") == "first"
         and not pre.get("split")
         and normalizer is None
+        and not model.get("ignore_merges")  # a whole text in the vocabulary would be one token
         and not _merges_cross_metaspace(model.get("merges", []))
     ):
         return METASPACE_CUTS
