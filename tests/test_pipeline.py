@@ -13,6 +13,7 @@ BAD_LINES = [
     json.dumps({"id": "dup", "instruction": "Second copy", "output": "rejected"}),
     json.dumps({"instruction": "Count to a lot", "output": " ".join(str(i) for i in range(3000))}),
     json.dumps({"instruction": "Say nothing", "output": ""}),
+    r'{"instruction": "A lone surrogate \ud800 here", "output": "no tokenizer takes it"}',
 ]
 
 
@@ -34,6 +35,7 @@ def test_alpaca_with_bad_lines(alpaca_run):
         ("dup", "duplicate_id"),
         ("bad.jsonl:4", "over_budget"),
         ("bad.jsonl:5", "empty_response"),
+        ("bad.jsonl:6", "invalid_unicode"),
     }
     assert [r["record"] for r in rejected if r["reason"] == "duplicate_id"] == [
         json.dumps({"id": "dup", "instruction": "Second copy", "input": "", "output": "rejected"})

@@ -46,6 +46,8 @@ def test_shapes(obj, expected):
         ({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}, "missing_field"),
         ({"messages": [{"role": ["user"], "content": "a"}]}, "not_a_string"),
         ({"messages": "hello"}, "not_a_string"),
+        ({"instruction": "x\ud800", "output": "y"}, "invalid_unicode"),
+        ({"id": "\udc80", "prompt": "x", "completion": "y"}, "invalid_unicode"),
     ],
 )
 def test_rejections_name_their_reason(obj, reason):
@@ -64,3 +66,12 @@ def test_malformed_line_keeps_its_raw_text():
 
 def test_rejection_of_a_record_with_id_uses_the_id():
     assert parse_object({"id": "r1", "instruction": "x", "output": ""}, "f.jsonl", 0).source == "r1"
+
+
+def test_lone_surrogate_rejection_can_be_written_as_utf8():
+    rejection = parse_object({"instruction": "x", "output": "y\udfff"}, "f.json", 3)
+    assert (rejection.reason, rejection.source) == ("invalid_unicode", "f.json:3")
+    assert "output" in rejection.detail
+    rejection.record.encode("utf-8")
+    line = r'{"instruction": "x", "output": "y\udfff"}'
+    assert parse_line(line, "f.jsonl", 0).record == line

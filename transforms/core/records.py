@@ -15,6 +15,7 @@ REJECT_REASONS = (
     "unknown_shape",      # an object matching none of the supported record shapes
     "missing_field",      # a required field is absent
     "not_a_string",       # a text field holds something other than a string
+    "invalid_unicode",    # a text field holds a lone surrogate (an unpaired \ud800-\udfff escape)
     "empty_instruction",  # the instruction (with its input) is empty or blank
     "empty_response",     # the response is empty or blank
     "multi_turn",         # a conversation with more than one user/assistant exchange
@@ -102,10 +103,14 @@ def parse_object(obj: Any, file_name: str, index: int, raw: str | None = None) -
     origin = origin_of(file_name, index)
     if raw is None:
         raw = json.dumps(obj, ensure_ascii=False)
+        if not _encodable(raw):
+            raw = json.dumps(obj)
     if not isinstance(obj, dict):
         return Rejection(origin, "not_an_object", f"expected a JSON object, got {type(obj).__name__}", raw)
     record_id = obj.get("id")
     record_id = origin if record_id is None else str(record_id)
+    if not _encodable(record_id):
+        return Rejection(origin, "invalid_unicode", _SURROGATE_DETAIL.format(field="id"), raw)
     try:
         instruction, input_text, output = _fields(obj)
     except _Invalid as invalid:
@@ -114,7 +119,24 @@ def parse_object(obj: Any, file_name: str, index: int, raw: str | None = None) -
         return Rejection(record_id, "empty_instruction", "the instruction is empty", raw)
     if not output.strip():
         return Rejection(record_id, "empty_response", "the response is empty", raw)
+    for field, text in (("instruction", instruction), ("input", input_text), ("output", output)):
+        if not _encodable(text):
+            return Rejection(record_id, "invalid_unicode", _SURROGATE_DETAIL.format(field=field), raw)
     return Record(record_id, instruction, input_text, output, origin)
+
+
+_SURROGATE_DETAIL = "the {field} holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which no tokenizer or UTF-8 file can take"
+
+
+def _encodable(text: str) -> bool:
+    """False for text holding a lone surrogate, which JSON escapes can produce but UTF-8 cannot encode."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _fields(obj: dict) -> tuple[str, str, str]:
