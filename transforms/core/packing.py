@@ -12,10 +12,10 @@ a shrink, which gives the same result with far fewer tokenizer calls.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 from transforms.core.randomness import HashStream
-from transforms.core.records import Record, origin_order
+from transforms.core.records import Record, origin_order, prompt_of
 from transforms.core.rules import Rules
 from transforms.core.strategies import Composition, compose, primary
 from transforms.core.tokens import NO_PART, Known, Part, SampleLengths
@@ -25,15 +25,34 @@ _WINDOW = 64  # groups composed and counted per tokenizer call
 _SHRINK_CHUNK = 4  # prefixes of an over-budget group counted per tokenizer call
 
 
-@dataclass(frozen=True)
-class Measured:
+class Measured(NamedTuple):
     """A record with its exact length when it stands alone as a plain sample, and the
-    Parts of its prompt and output (see SampleLengths.measure)."""
+    Parts of its prompt and output (see SampleLengths.measure).
 
-    record: Record
+    A plain tuple underneath, so that packing a million records does not build a million
+    objects twice; `id` comes first, so tuples of (sort key, Measured) sort by sort key, then id.
+    """
+
+    id: str
+    instruction: str
+    input: str
+    output: str
+    origin: str
     n_tokens: int
     prompt_part: Part = NO_PART
     output_part: Part = NO_PART
+
+    @classmethod
+    def of(cls, record: Record, n_tokens: int, prompt_part: Part = NO_PART, output_part: Part = NO_PART) -> "Measured":
+        return cls(record.id, record.instruction, record.input, record.output, record.origin, n_tokens, prompt_part, output_part)
+
+    @property
+    def record(self) -> Record:
+        return Record(self.id, self.instruction, self.input, self.output, self.origin)
+
+    @property
+    def prompt(self) -> str:
+        return prompt_of(self.instruction, self.input)
 
 
 @dataclass(frozen=True)
@@ -101,20 +120,22 @@ class Overheads:
 
 
 def order_records(items: Sequence[tuple[int, Measured]]) -> tuple[list[Measured], list[Measured]]:
-    """Sorts one key's records by their sort key; returns (kept, duplicates).
+    """Sorts one key's records by their sort key, then id; returns (kept, duplicates).
 
     Records sharing an id always share a key, so duplicates are found here: the one
     with the smallest origin is kept.
     """
-    by_origin = sorted(items, key=lambda item: origin_order(item[1].record.origin))
+    if len({measured.id for _, measured in items}) == len(items):
+        return [measured for _, measured in sorted(items)], []
+    by_origin = sorted(items, key=lambda item: origin_order(item[1].origin))
     seen, kept, duplicates = set(), [], []
     for sort_key, measured in by_origin:
-        if measured.record.id in seen:
+        if measured.id in seen:
             duplicates.append(measured)
         else:
-            seen.add(measured.record.id)
+            seen.add(measured.id)
             kept.append((sort_key, measured))
-    kept.sort(key=lambda item: (item[0], item[1].record.id))
+    kept.sort()
     return [measured for _, measured in kept], duplicates
 
 
@@ -128,84 +149,96 @@ class KeyPacker:
         self.overheads = overheads
 
     def pack(self, records: Sequence[Measured], epoch: int, key: int) -> list[Sample]:
+        return _KeyPacking(self, records, epoch, key).samples()
+
+
+class _KeyPacking:
+    """The packing of one key: its records, their prompts (built once) and where it stands."""
+
+    def __init__(self, packer: KeyPacker, records: Sequence[Measured], epoch: int, key: int):
+        self.settings, self.rules, self.lengths, self.overheads = packer.settings, packer.rules, packer.lengths, packer.overheads
+        self.records, self.epoch, self.key = records, epoch, key
+        self.prompts = [m.prompt for m in records]
+
+    def samples(self) -> list[Sample]:
         samples: list[Sample] = []
         start, group = 0, 0
-        while start < len(records):
-            plans = self._plan_window(records, epoch, key, start, group)
-            compositions = [self._compose(records, epoch, key, *plan) for plan in plans]
-            counts = self._count(records, [plan[1:] for plan in plans], compositions)
+        while start < len(self.records):
+            plans = self._plan_window(start, group)
+            compositions = [self._compose(*plan) for plan in plans]
+            counts = self._count([plan[1:] for plan in plans], compositions)
             for (group, first, end), composition, n_tokens in zip(plans, compositions, counts):
                 shrunk = n_tokens > self.settings.max_length
                 if shrunk:
-                    end, composition, n_tokens = self._shrink(records, epoch, key, group, first, end)
-                samples.append(_sample(records[first:end], composition, n_tokens, epoch, key, group))
+                    end, composition, n_tokens = self._shrink(group, first, end)
+                samples.append(self._sample(first, end, composition, n_tokens, group))
                 start, group = end, group + 1
                 if shrunk:
                     break
         return samples
 
-    def _plan_window(self, records, epoch, key, start, group) -> list[tuple[int, int, int]]:
+    def _plan_window(self, start: int, group: int) -> list[tuple[int, int, int]]:
         plans = []
-        while start < len(records) and len(plans) < _WINDOW:
-            end = self._plan_end(records, epoch, key, group, start)
+        while start < len(self.records) and len(plans) < _WINDOW:
+            end = self._plan_end(group, start)
             plans.append((group, start, end))
             start, group = end, group + 1
         return plans
 
-    def _plan_end(self, records, epoch, key, group, start) -> int:
-        target = draw_group_size(self.settings.wrap_mode, self.settings.wrap_max, HashStream(self.settings.seed, epoch, key, group, "size"))
+    def _plan_end(self, group: int, start: int) -> int:
+        settings, records = self.settings, self.records
+        target = draw_group_size(settings.wrap_mode, settings.wrap_max, HashStream(settings.seed, self.epoch, self.key, group, "size"))
         end, total = start + 1, records[start].n_tokens
         while end < len(records) and (target is None or end - start < target):
             candidate = total + records[end].n_tokens
-            if self.overheads.estimate(candidate, end - start + 1) > self.settings.max_length:
+            if self.overheads.estimate(candidate, end - start + 1) > settings.max_length:
                 break
             end, total = end + 1, candidate
         return end
 
-    def _compose(self, records, epoch, key, group, first, end) -> Composition:
-        chosen = [m.record for m in records[first:end]]
-        stream = HashStream(self.settings.seed, epoch, key, group, "compose")
-        return compose([r.prompt for r in chosen], [r.output for r in chosen], self.settings.strategy, self.rules, stream)
+    def _compose(self, group: int, first: int, end: int) -> Composition:
+        stream = HashStream(self.settings.seed, self.epoch, self.key, group, "compose")
+        outputs = [m.output for m in self.records[first:end]]
+        return compose(self.prompts[first:end], outputs, self.settings.strategy, self.rules, stream)
 
-    def _count(self, records, spans: Sequence[tuple[int, int]], compositions: Sequence[Composition]) -> list[int]:
+    def _count(self, spans: Sequence[tuple[int, int]], compositions: Sequence[Composition]) -> list[int]:
         """Exact lengths; the records' own Parts spare recounting most of their text."""
         return self.lengths.count_composed(
-            [(c.instruction, c.output, _known(records[first:end], c)) for (first, end), c in zip(spans, compositions)]
+            [(c.instruction, c.output, self._known(first, end, c)) for (first, end), c in zip(spans, compositions)]
         )
 
-    def _shrink(self, records, epoch, key, group, first, end) -> tuple[int, Composition, int]:
+    def _known(self, first: int, end: int, composition: Composition) -> list[Known]:
+        """The record texts of a sample in order of appearance: prompts, then shown outputs."""
+        chosen = self.records[first:end]
+        prompts = [(prompt, m.prompt_part) for prompt, m in zip(self.prompts[first:end], chosen)]
+        return prompts + [(chosen[i].output, chosen[i].output_part) for i in composition.response_order]
+
+    def _shrink(self, group: int, first: int, end: int) -> tuple[int, Composition, int]:
         """The longest prefix of the group whose composed sample fits; a lone record's plain form always does."""
         ends = list(range(end - 1, first, -1))
         for chunk in range(0, len(ends), _SHRINK_CHUNK):
             tried = ends[chunk : chunk + _SHRINK_CHUNK]
-            compositions = [self._compose(records, epoch, key, group, first, e) for e in tried]
-            counts = self._count(records, [(first, e) for e in tried], compositions)
+            compositions = [self._compose(group, first, e) for e in tried]
+            counts = self._count([(first, e) for e in tried], compositions)
             for e, composition, n_tokens in zip(tried, compositions, counts):
                 if n_tokens <= self.settings.max_length:
                     return e, composition, n_tokens
-        alone = records[first]
-        return first + 1, primary([alone.record.prompt], [alone.record.output]), alone.n_tokens
+        alone = self.records[first]
+        return first + 1, primary([self.prompts[first]], [alone.output]), alone.n_tokens
 
-
-def _known(chosen: Sequence[Measured], composition: Composition) -> list[Known]:
-    """The record texts of a sample in order of appearance: prompts, then shown outputs."""
-    prompts = [(m.record.prompt, m.prompt_part) for m in chosen]
-    return prompts + [(chosen[i].record.output, chosen[i].output_part) for i in composition.response_order]
-
-
-def _sample(chosen: Sequence[Measured], composition: Composition, n_tokens: int, epoch: int, key: int, group: int) -> Sample:
-    ids = [m.record.id for m in chosen]
-    return Sample(
-        id=f"e{epoch}-k{key}-g{group}",
-        instruction=composition.instruction,
-        input="",
-        output=composition.output,
-        count=len(ids),
-        epoch=epoch,
-        strategy=composition.kind,
-        rule=composition.rule,
-        sources=tuple(ids),
-        response_order=tuple(ids[i] for i in composition.response_order),
-        masked=tuple(ids[i] for i in composition.masked),
-        n_tokens=n_tokens,
-    )
+    def _sample(self, first: int, end: int, composition: Composition, n_tokens: int, group: int) -> Sample:
+        ids = [m.id for m in self.records[first:end]]
+        return Sample(
+            id=f"e{self.epoch}-k{self.key}-g{group}",
+            instruction=composition.instruction,
+            input="",
+            output=composition.output,
+            count=len(ids),
+            epoch=self.epoch,
+            strategy=composition.kind,
+            rule=composition.rule,
+            sources=tuple(ids),
+            response_order=tuple(ids[i] for i in composition.response_order),
+            masked=tuple(ids[i] for i in composition.masked),
+            n_tokens=n_tokens,
+        )

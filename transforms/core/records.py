@@ -46,11 +46,15 @@ class Record:
 
     @property
     def prompt(self) -> str:
-        """The instruction as the model sees it: the input, if any, on the next line."""
-        return f"{self.instruction}\n{self.input}" if self.input else self.instruction
+        return prompt_of(self.instruction, self.input)
 
     def to_alpaca(self) -> dict[str, str]:
         return {"id": self.id, "instruction": self.instruction, "input": self.input, "output": self.output}
+
+
+def prompt_of(instruction: str, input_text: str) -> str:
+    """The instruction as the model sees it: the input, if any, on the next line."""
+    return f"{instruction}\n{input_text}" if input_text else instruction
 
 
 def origin_order(origin: str) -> tuple[str, int]:
