@@ -43,6 +43,7 @@ def test_a_rules_file_may_keep_a_subset_of_rules(tmp_path):
         (lambda d: d.update({"labels": []}), "'labels' must be a non-empty list"),
         (lambda d: d.update({"tags": [["<a>"]]}), r"'tags\[0\]' must be a \[begin, end\] pair"),
         (lambda d: d["maskout"]["MASK_LONGEST"].update({"many": ["Skip the long ones."]}), r"must contain \['\{m\}'\]"),
+        (lambda d: d.update({"layouts": ["{meta!r}\n{instructions}"]}), "without a format spec or conversion"),
     ],
 )
 def test_malformed_rules_are_reported_with_the_entry(tmp_path, change, message):

@@ -115,7 +115,7 @@ def _parse(data: Any) -> Rules:
         response_separator=_string(data, "response_separator"),
         number_lists=_list_styles(data, "number_lists"),
         sequences=_list_styles(data, "sequences"),
-        layouts=_strings(data, "layouts", fields={"meta", "instructions"}, required={"meta", "instructions"}),
+        layouts=_layouts(data),
         format=format_phrasings,
         permute=permute,
         maskout=maskout,
@@ -181,6 +181,14 @@ def _check_fields(text: str, allowed: set, required: set, where: str) -> None:
         raise RulesError(f"'{where}': {text!r} uses unknown placeholder(s) {sorted(used - allowed)}")
     if required - used:
         raise RulesError(f"'{where}': {text!r} must contain {sorted('{' + f + '}' for f in required - used)}")
+
+
+def _layouts(data: dict) -> tuple[str, ...]:
+    layouts = _strings(data, "layouts", fields={"meta", "instructions"}, required={"meta", "instructions"})
+    for layout in layouts:
+        if any(spec or conversion for _, name, spec, conversion in string.Formatter().parse(layout) if name is not None):
+            raise RulesError(f"'layouts': {layout!r}: write {{meta}} and {{instructions}} bare, without a format spec or conversion")
+    return layouts
 
 
 def _pair(entry: Any, where: str) -> tuple[str, str]:

@@ -6,7 +6,9 @@ how that is phrased.
 """
 from __future__ import annotations
 
+import functools
 import math
+import string
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -118,6 +120,13 @@ def _applicable(rule: str, texts: Sequence[str], numbered: bool) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)
+def layout_parts(layout: str) -> tuple[tuple[str, Optional[str]], ...]:
+    """(literal text, placeholder or None) pairs of a layout, in order; the rules file
+    allows no format spec or conversion on them, so joining them is layout.format()."""
+    return tuple((literal, field) for literal, field, _, _ in string.Formatter().parse(layout))
+
+
 def draw_kind(strategy: str, stream: HashStream) -> str:
     return stream.choice(_KIND_CHOICES[strategy])
 
@@ -147,6 +156,7 @@ class _Formatter:
         if label and stream.coin():
             label = label.rstrip() + "\n"
         self.label = label
+        self.labels = [label.format(n=position + 1) for position in range(len(prompts))]
         self.tags = stream.choice(rules.tags) if stream.coin() else None
         self.separator = stream.choice(rules.instruction_separators)
         self.layout = stream.choice(rules.layouts)
@@ -173,33 +183,48 @@ class _Formatter:
                 order = sorted(set(order) - set(masked))
         if rule is None:
             kind = "format"
-        instructions = self.separator.join(self._label(i) + prompt for i, prompt in enumerate(self.prompts))
-        responses = self.rules.response_separator.join(self._response(i) for i in order)
         meta = self._format_phrasing()
         if rule_text:
             meta = f"{meta} {rule_text}"
-        instruction = self.layout.format(meta=meta, instructions=instructions)
-        return Composition(instruction, responses, kind, rule, tuple(order), tuple(masked))
+        # Long texts are copied once, by one join per field.
+        instruction: list[str] = []
+        for literal, field in layout_parts(self.layout):
+            instruction.append(literal)
+            if field == "meta":
+                instruction.append(meta)
+            elif field == "instructions":
+                self._instructions(instruction)
+        return Composition("".join(instruction), "".join(self._responses(order)), kind, rule, tuple(order), tuple(masked))
+
+    def _instructions(self, pieces: list[str]) -> None:
+        for position, prompt in enumerate(self.prompts):
+            if position:
+                pieces.append(self.separator)
+            pieces.append(self.labels[position])
+            pieces.append(prompt)
+
+    def _responses(self, order: Sequence[int]) -> list[str]:
+        pieces: list[str] = []
+        for position in order:
+            if pieces:
+                pieces.append(self.rules.response_separator)
+            pieces.append(self.labels[position])
+            if self.tags:
+                begin, end = (tag.format(n=position + 1) for tag in self.tags)
+                pieces += (begin, "\n", self.outputs[position], "\n", end)
+            else:
+                pieces.append(self.outputs[position])
+        return pieces
 
     def _draw_rule(self, table: dict) -> Optional[str]:
         numbered = bool(self.label)
         usable = [rule for rule in table if _applicable(rule, self.prompts, numbered)]
         return self.stream.choice(usable) if usable else None
 
-    def _label(self, position: int) -> str:
-        return self.label.format(n=position + 1)
-
-    def _response(self, position: int) -> str:
-        text = self.outputs[position]
-        if self.tags:
-            begin, end = (tag.format(n=position + 1) for tag in self.tags)
-            text = f"{begin}\n{text}\n{end}"
-        return self._label(position) + text
-
     def _format_phrasing(self) -> str:
         kind = _FORMAT_KIND[bool(self.label), bool(self.tags)]
         phrasing = self.stream.choice(self.rules.format[kind])
-        fields = {"label": f'"{self._label(0).strip()}"'}
+        fields = {"label": f'"{self.labels[0].strip()}"'}
         if self.tags:
             fields["begin"], fields["end"] = (f'"{tag.format(n="N")}"' for tag in self.tags)
         return phrasing.format(**fields)
