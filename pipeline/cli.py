@@ -18,6 +18,7 @@ from pipeline.inspection import inspect_command
 from pipeline.mosaic import build_mosaic_pipeline
 from pipeline.outputs import manifest_at
 from pipeline.options import MosaicOptions, OptionsError, own_option_values, validate
+from pipeline.runner import new_pipeline
 from pipeline.progress import configure_logging, run_with_progress
 from pipeline.recipes import apply_recipe
 from pipeline.run_stats import mosaic_table
@@ -74,7 +75,7 @@ def start(argv: Sequence[str]) -> Started:
             FileSystems.mkdirs(directory)
         clear_outputs(directory)
     own_options = own_option_values(options, MosaicOptions)
-    pipeline = beam.Pipeline(options=options)
+    pipeline = new_pipeline(options)
     attempt_manifest = build_mosaic_pipeline(
         pipeline, options.config(), inputs, directory, options.output_formats(), options.num_shards, own_options
     )

@@ -16,6 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.mosaic import SumCounters, versions
 from pipeline.errors import UsageError
 from pipeline.options import OptionsError, own_option_values
+from pipeline.runner import new_pipeline
 from pipeline.outputs import manifest_at
 from pipeline.progress import run_with_progress
 from pipeline.recipes import apply_recipe
@@ -348,7 +349,7 @@ def run_select(argv: Sequence[str]) -> dict:
         if not FileSystems.exists(directory):
             FileSystems.mkdirs(directory)
     clear_outputs(launch.output, OUTPUT_PREFIXES, (ORDER_FILE, MANIFEST_FILE))
-    pipeline = beam.Pipeline(options=options)
+    pipeline = new_pipeline(options)
     build_select_pipeline(pipeline, launch, own_option_values(options, SelectOptions))
     run_with_progress(pipeline)
     return manifest_at(FileSystems.join(launch.output, MANIFEST_FILE))

@@ -20,8 +20,12 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+from apache_beam.runners.portability.portable_runner import PortableRunner
 
 from pipeline.cli import run
+from pipeline.runner import new_pipeline
 from tests.corpus import RUN_OPTIONS, output_files, write_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,3 +144,12 @@ def test_portable_runner_with_external_workers_writes_the_same_files(corpus, dir
     assert_same_run(output, document, direct_run)
     assert "Starting worker" in pool_log.read_text(), "the work did not run in the external worker pool"
 
+
+
+@pytest.mark.parametrize("flags", [[], ["--runner", "DirectRunner"], ["--runner=direct", "--direct_running_mode=multi_processing"]])
+def test_local_runs_go_straight_to_the_fn_api_runner(flags):
+    assert isinstance(new_pipeline(PipelineOptions(flags)).runner, FnApiRunner)
+
+
+def test_a_named_runner_is_kept():
+    assert isinstance(new_pipeline(PipelineOptions(["--runner", "PortableRunner"])).runner, PortableRunner)

@@ -90,7 +90,8 @@ class _ParseFile(beam.DoFn):
 class ReadRecords(beam.PTransform):
     """Files -> records (main output) and rejections (tagged `rejected`).
 
-    Files are spread over workers; the records of one file are read by one worker.
+    Files are spread over workers (Create reshuffles its elements); the records of one
+    file are read by one worker.
     """
 
     def __init__(self, paths: Sequence[str]):
@@ -101,7 +102,6 @@ class ReadRecords(beam.PTransform):
         return (
             pbegin
             | "ListFiles" >> beam.Create(self.paths)
-            | "SpreadFiles" >> beam.Reshuffle()
             | "ParseFiles" >> beam.ParDo(_ParseFile()).with_outputs(REJECTED, main=RECORDS)
         )
 
