@@ -12,7 +12,7 @@ import zstandard
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
 
-from transforms.core.packing import KeyPacker, Measured, Overheads, PackSettings, Sample, order_records
+from transforms.core.packing import KeyPacker, Measured, Overheads, PackSettings, order_records
 from transforms.core.randomness import record_keys
 from transforms.core.records import Record, reject
 from transforms.core.rules import load_rules
@@ -266,7 +266,7 @@ class _PackShard(_WithResources):
             if position == 0:  # reject a duplicate once, not once per epoch
                 rejected.extend(duplicates)
             samples = self.packer.pack(kept, self.config.epoch_offset + position, key)
-            packed.append((ordinal, [sample_to_dict(sample) for sample in samples]))
+            packed.append((ordinal, [sample._asdict() for sample in samples]))
         return packed, rejected
 
 
@@ -294,20 +294,3 @@ class MosaicSamples(beam.PTransform):
             | "GroupByShard" >> beam.GroupByKey()
             | "PackShards" >> beam.ParDo(_PackShard(self.config, self.handle), num_keys).with_output_types(tuple[int, RowBatch]).with_outputs(REJECTED, main=SAMPLES)
         )
-
-
-def sample_to_dict(sample: Sample) -> dict:
-    return {
-        "id": sample.id,
-        "instruction": sample.instruction,
-        "input": sample.input,
-        "output": sample.output,
-        "count": sample.count,
-        "epoch": sample.epoch,
-        "strategy": sample.strategy,
-        "rule": sample.rule,
-        "sources": list(sample.sources),
-        "response_order": list(sample.response_order),
-        "masked": list(sample.masked),
-        "n_tokens": sample.n_tokens,
-    }

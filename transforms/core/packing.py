@@ -55,8 +55,9 @@ class Measured(NamedTuple):
         return prompt_of(self.instruction, self.input)
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
+    """One output sample; its fields, in this order, are the output record's."""
+
     id: str
     instruction: str
     input: str
