@@ -14,6 +14,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils import shared
 
+from pipeline.runner import runs_in_one_process
 from transforms.mosaic import SAMPLES, MeasureRecords, MosaicConfig, MosaicSamples, keys_per_epoch
 from transforms.read import RECORDS, REJECTED, ReadRecords
 from transforms.write import SAMPLE_FORMATS, WriteRejected, WriteShards, write_atomically
@@ -145,7 +146,8 @@ def build_mosaic_pipeline(
     num_keys = valid_count | "KeysPerEpoch" >> beam.Map(keys_per_epoch, config.records_per_key)
     total_keys = num_keys | "TotalKeys" >> beam.Map(lambda keys: keys * config.epochs)
     sample_shards = total_keys | "SampleShards" >> beam.Map(lambda keys: num_shards or default_num_shards(keys))
-    packed = rows | "Mosaic" >> MosaicSamples(config, handle, num_keys, sample_shards)
+    in_one_task = runs_in_one_process(pipeline.options)
+    packed = rows | "Mosaic" >> MosaicSamples(config, handle, num_keys, sample_shards, in_one_task)
     sample_rows = packed[SAMPLES]
     sample_files = sample_rows | "WriteSamples" >> WriteShards(output, [SAMPLE_FORMATS[name] for name in formats], sample_shards)
 

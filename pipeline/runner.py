@@ -2,9 +2,20 @@
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 _DIRECT_NAMES = {None, "direct", "directrunner"}
+
+
+def runs_locally(options: PipelineOptions) -> bool:
+    """True when the options name no runner, or the DirectRunner."""
+    runner = options.view_as(StandardOptions).runner
+    return (runner.lower() if isinstance(runner, str) else runner) in _DIRECT_NAMES
+
+
+def runs_in_one_process(options: PipelineOptions) -> bool:
+    """True for the in-memory FnApiRunner, which runs every bundle in the driver, one at a time."""
+    return runs_locally(options) and options.view_as(DirectOptions).direct_running_mode == "in_memory"
 
 
 def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
@@ -13,8 +24,7 @@ def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
     Beam's DirectRunner would first try to download and start the Prism runner, which
     costs a network round trip on every run and, where it succeeds, runs the job on an
     engine this project's determinism tests do not cover."""
-    runner = options.view_as(StandardOptions).runner
-    if (runner.lower() if isinstance(runner, str) else runner) in _DIRECT_NAMES:
+    if runs_locally(options):
         return beam.Pipeline(runner=_fn_api_runner(options), options=options)
     return beam.Pipeline(options=options)
 

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils import shared
@@ -53,17 +54,40 @@ def _placed_once_per_epoch(ids, epochs):
     return check
 
 
-def test_measure_and_mosaic_place_every_record_once_per_epoch():
-    records = [Record(f"r{i}", f"Task number {i} " + "x " * (i % 9), "", f"Reply {i}", f"f:{i}") for i in range(45)]
+RECORDS = [Record(f"r{i}", f"Task number {i} " + "x " * (i % 9), "", f"Reply {i}", f"f:{i}") for i in range(45)]
+
+
+@pytest.mark.parametrize("in_one_task", [False, True])
+def test_measure_and_mosaic_place_every_record_once_per_epoch(in_one_task):
     too_long = Record("long", "word " * 80, "", "reply", "f:45")
     handle = shared.Shared()
     with TestPipeline() as p:
-        measured = p | beam.Create(records + [too_long]) | MeasureRecords(CONFIG, handle)
+        measured = p | beam.Create(RECORDS + [too_long]) | MeasureRecords(CONFIG, handle)
         num_keys = p | "Keys" >> beam.Create([4])
-        packed = measured.rows | MosaicSamples(CONFIG, handle, num_keys)
-        assert_that(packed.samples, _placed_once_per_epoch([r.id for r in records], CONFIG.epoch_numbers))
+        packed = measured.rows | MosaicSamples(CONFIG, handle, num_keys, in_one_task=in_one_task)
+        assert_that(packed.samples, _placed_once_per_epoch([r.id for r in RECORDS], CONFIG.epoch_numbers))
         assert_that(packed[REJECTED], equal_to([]), label="no duplicates")
         assert_that(measured[REJECTED] | beam.Map(lambda r: (r.source, r.reason)), equal_to([("long", "over_budget")]), label="over budget")
+
+
+def test_packing_in_one_task_gives_the_samples_and_rejections_of_packing_by_shard():
+    duplicate = Record("r3", "A later record reusing an id", "", "dropped", "g:0")
+    handle = shared.Shared()
+
+    def everything(packed, label):
+        samples = packed.samples | f"{label}Samples" >> beam.FlatMap(lambda shard: [(shard[0], ordinal, s) for ordinal, ss in shard[1] for s in ss])
+        rejected = packed[REJECTED] | f"{label}Rejected" >> beam.Map(lambda r: ("rejected", r.source, r.reason))
+        both = (samples, rejected) | f"{label}All" >> beam.Flatten()
+        return both | f"{label}List" >> beam.combiners.ToList() | f"{label}Sort" >> beam.Map(lambda items: sorted(map(repr, items)))
+
+    with TestPipeline() as p:
+        measured = p | beam.Create(RECORDS + [duplicate]) | MeasureRecords(CONFIG, handle)
+        num_keys = p | "Keys" >> beam.Create([4])
+        num_shards = p | "Shards" >> beam.Create([5])
+        one = everything(measured.rows | "OneTask" >> MosaicSamples(CONFIG, handle, num_keys, num_shards, in_one_task=True), "One")
+        spread = everything(measured.rows | "ByShard" >> MosaicSamples(CONFIG, handle, num_keys, num_shards), "Spread")
+        same = one | beam.Map(lambda a, b: a == b and any("duplicate_id" in item for item in a), beam.pvalue.AsSingleton(spread))
+        assert_that(same, equal_to([True]))
 
 
 def test_default_run_uses_the_bundled_sample_data(tmp_path):

@@ -1,8 +1,10 @@
 """Beam wiring of Mosaic-IT: measure records once, group them by the output shard of
-their (epoch, key) in one shuffle, pack each key."""
+their (epoch, key) in one shuffle (or, on a one-worker runner, all in one task), pack
+each key."""
 from __future__ import annotations
 
 import gc
+import itertools
 import pickle
 from dataclasses import dataclass
 from typing import Optional
@@ -218,6 +220,16 @@ def shard_of(ordinal: int, total_keys: int, num_shards: int) -> int:
     return ordinal * num_shards // total_keys
 
 
+def epoch_ordinals(config: MosaicConfig, record_id: str, num_keys: int) -> list[tuple[int, int]]:
+    """(key ordinal, sort hash) of a record in each epoch of the run; ordinals number the
+    (epoch, key)s of the run in order, epoch by epoch."""
+    ordinals = []
+    for position, epoch in enumerate(config.epoch_numbers):
+        group_hash, sort_hash = record_keys(config.seed, epoch, record_id)
+        ordinals.append((position * num_keys + group_hash % num_keys, sort_hash))
+    return ordinals
+
+
 class _AssignShards(beam.DoFn):
     """A RowBatch -> (shard, RowBatch of (key ordinal, sort hash, row)) for every epoch of every row."""
 
@@ -227,47 +239,65 @@ class _AssignShards(beam.DoFn):
     def process(self, batch: RowBatch, num_keys: int, num_shards: int):
         total_keys = num_keys * self.config.epochs
         by_shard: dict[int, list] = {}
-        for position, epoch in enumerate(self.config.epoch_numbers):
-            for row in batch:
-                group_hash, sort_hash = record_keys(self.config.seed, epoch, row[0])
-                ordinal = position * num_keys + group_hash % num_keys
+        for row in batch:
+            for ordinal, sort_hash in epoch_ordinals(self.config, row[0], num_keys):
                 by_shard.setdefault(shard_of(ordinal, total_keys, num_shards), []).append((ordinal, sort_hash, row))
         for shard, rows in by_shard.items():
             yield shard, RowBatch(rows)
 
 
-class _PackShard(_WithResources):
-    """One shard: pack each of its (epoch, key)s; emit (shard, RowBatch of (key ordinal, [sample dict]))."""
+class _PackKeys(_WithResources):
+    """Packs the (epoch, key)s of a shard; emits (shard, RowBatch of (key ordinal, [sample dict]))
+    and the duplicate-id rejections."""
 
     def setup(self):
         super().setup()
         r = self.resources
         self.packer = KeyPacker(self.config.pack_settings, r.rules, r.lengths, r.overheads)
 
-    def process(self, element, num_keys: int):
-        shard, parts = element
-        packed, duplicates = self._pack(parts, num_keys)
-        for measured in duplicates:
-            RECORDS_REJECTED.inc()
-            detail = "another record has this id; the first in input order (file name, then index) is kept"
-            yield beam.pvalue.TaggedOutput(REJECTED, reject(measured.record, "duplicate_id", detail))
-        SAMPLES_PACKED.inc(sum(len(samples) for _, samples in packed))
-        yield shard, RowBatch(packed)
-
-    def _pack(self, parts, num_keys: int) -> tuple[list, list[Measured]]:
-        by_ordinal: dict[int, list] = {}
-        for batch in parts:
-            for ordinal, sort_hash, row in batch:
-                by_ordinal.setdefault(ordinal, []).append((sort_hash, Measured._make(row)))
-        packed, rejected = [], []
+    def _pack_shard(self, shard: int, by_ordinal: dict[int, list], num_keys: int):
+        """`by_ordinal`: the shard's (sort hash, Measured) lists by key ordinal."""
+        packed = []
         for ordinal in sorted(by_ordinal):
             position, key = divmod(ordinal, num_keys)
             kept, duplicates = order_records(by_ordinal.pop(ordinal))
             if position == 0:  # reject a duplicate once, not once per epoch
-                rejected.extend(duplicates)
+                for measured in duplicates:
+                    RECORDS_REJECTED.inc()
+                    detail = "another record has this id; the first in input order (file name, then index) is kept"
+                    yield beam.pvalue.TaggedOutput(REJECTED, reject(measured.record, "duplicate_id", detail))
             samples = self.packer.pack(kept, self.config.epoch_offset + position, key)
             packed.append((ordinal, [sample._asdict() for sample in samples]))
-        return packed, rejected
+        SAMPLES_PACKED.inc(sum(len(samples) for _, samples in packed))
+        yield shard, RowBatch(packed)
+
+
+class _PackShard(_PackKeys):
+    """(shard, RowBatches of (key ordinal, sort hash, row)) -> the shard's samples."""
+
+    def process(self, element, num_keys: int):
+        shard, parts = element
+        by_ordinal: dict[int, list] = {}
+        for batch in parts:
+            for ordinal, sort_hash, row in batch:
+                by_ordinal.setdefault(ordinal, []).append((sort_hash, Measured._make(row)))
+        yield from self._pack_shard(shard, by_ordinal, num_keys)
+
+
+class _PackAll(_PackKeys):
+    """(0, every RowBatch of rows) -> the samples of every shard, shard after shard."""
+
+    def process(self, element, num_keys: int, num_shards: int):
+        _, batches = element
+        by_ordinal: dict[int, list] = {}
+        for batch in batches:
+            for row in batch:
+                measured = Measured._make(row)
+                for ordinal, sort_hash in epoch_ordinals(self.config, measured.id, num_keys):
+                    by_ordinal.setdefault(ordinal, []).append((sort_hash, measured))
+        total_keys = num_keys * self.config.epochs
+        for shard, ordinals in itertools.groupby(sorted(by_ordinal), key=lambda ordinal: shard_of(ordinal, total_keys, num_shards)):
+            yield from self._pack_shard(shard, {ordinal: by_ordinal.pop(ordinal) for ordinal in ordinals}, num_keys)
 
 
 class MosaicSamples(beam.PTransform):
@@ -277,20 +307,33 @@ class MosaicSamples(beam.PTransform):
     Rows are grouped once, by the output shard of their (epoch, key), so samples are
     written where they are packed. `num_keys` (keys per epoch) and `num_shards` are
     singleton PCollections; without `num_shards`, each (epoch, key) is a shard.
+
+    `in_one_task` is for a runner with one worker (the in-memory FnApiRunner): spreading
+    shards over tasks buys it nothing, while sending each row to the shard of each of its
+    epochs copies every text once per epoch through the shuffle. There every row crosses
+    the shuffle once, into one task that assigns the keys itself and packs shard after
+    shard; the samples are the same.
     """
 
-    def __init__(self, config: MosaicConfig, handle: shared.Shared, num_keys, num_shards=None):
+    def __init__(self, config: MosaicConfig, handle: shared.Shared, num_keys, num_shards=None, in_one_task: bool = False):
         super().__init__()
         self.config, self.handle, self.num_keys, self.num_shards = config, handle, num_keys, num_shards
+        self.in_one_task = in_one_task
 
     def expand(self, rows):
         num_keys = beam.pvalue.AsSingleton(self.num_keys)
         num_shards = self.num_shards
         if num_shards is None:
             num_shards = self.num_keys | "ShardPerKey" >> beam.Map(lambda keys: keys * self.config.epochs)
-        return (
-            rows
-            | "AssignShards" >> beam.ParDo(_AssignShards(self.config), num_keys, beam.pvalue.AsSingleton(num_shards)).with_output_types(tuple[int, RowBatch])
-            | "GroupByShard" >> beam.GroupByKey()
-            | "PackShards" >> beam.ParDo(_PackShard(self.config, self.handle), num_keys).with_output_types(tuple[int, RowBatch]).with_outputs(REJECTED, main=SAMPLES)
-        )
+        num_shards = beam.pvalue.AsSingleton(num_shards)
+        if self.in_one_task:
+            grouped = rows | "OneTask" >> beam.Map(lambda batch: (0, batch)).with_output_types(tuple[int, RowBatch]) | "GroupAll" >> beam.GroupByKey()
+            pack = beam.ParDo(_PackAll(self.config, self.handle), num_keys, num_shards)
+        else:
+            grouped = (
+                rows
+                | "AssignShards" >> beam.ParDo(_AssignShards(self.config), num_keys, num_shards).with_output_types(tuple[int, RowBatch])
+                | "GroupByShard" >> beam.GroupByKey()
+            )
+            pack = beam.ParDo(_PackShard(self.config, self.handle), num_keys)
+        return grouped | "PackShards" >> pack.with_output_types(tuple[int, RowBatch]).with_outputs(REJECTED, main=SAMPLES)
