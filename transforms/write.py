@@ -69,7 +69,8 @@ def _messages(rows: Iterable[dict], file_name: str) -> bytes:
 def _avro(rows: Iterable[dict], file_name: str) -> bytes:
     buffer = io.BytesIO()
     # Avro files normally get a random sync marker; derive it from the file name instead.
-    fastavro.writer(buffer, SAMPLE_SCHEMA, rows, codec="deflate", sync_marker=digest("avro-sync", file_name))
+    # Deflate at level 1 writes twice as fast as zlib's default level, for files about 10% larger.
+    fastavro.writer(buffer, SAMPLE_SCHEMA, rows, codec="deflate", codec_compression_level=1, sync_marker=digest("avro-sync", file_name))
     return buffer.getvalue()
 
 
