@@ -17,13 +17,14 @@ from pipeline.errors import UsageError
 from pipeline.inspection import inspect_command
 from pipeline.mosaic import build_mosaic_pipeline
 from pipeline.outputs import manifest_at
-from pipeline.options import MosaicOptions, OptionsError, own_option_values, validate
-from pipeline.runner import new_pipeline
+from pipeline.options import MosaicOptions, OptionsError, own_option_values, read_rules_text, validate
 from pipeline.progress import configure_logging, run_with_progress
 from pipeline.recipes import apply_recipe
 from pipeline.run_stats import mosaic_table
-from transforms.core.rules import RulesError, load_rules
+from pipeline.runner import new_pipeline
+from transforms.core.rules import RulesError, parse_rules
 from transforms.core.tokens import TokenizerSpecError, load_counter
+from transforms.mosaic import MosaicConfig
 from transforms.publish import MANIFEST, PublishRun, RunFolder
 from transforms.read import InputError, expand_inputs
 from transforms.write import clear_outputs
@@ -40,17 +41,23 @@ def sample_input() -> str:
     return str(resources.files("pipeline").joinpath("data/sample.jsonl"))
 
 
-def prepare(argv: Sequence[str]) -> tuple[MosaicOptions, list[str]]:
-    """Parses and checks the options; returns them with the input files. Raises UsageError."""
+def prepare(argv: Sequence[str]) -> tuple[MosaicOptions, MosaicConfig, list[str]]:
+    """Parses and checks the options; returns them, the transforms' configuration and the
+    input files. Raises UsageError."""
     options = MosaicOptions(list(argv))
     try:
+        rules_text = read_rules_text(options.rules)
+    except OSError as err:
+        raise UsageError(f"--rules '{options.rules}' cannot be read: {err}") from None
+    try:
         validate(options)
-        load_rules(options.rules)
+        if rules_text is not None:
+            parse_rules(rules_text, options.rules)
         load_counter(options.tokenizer)  # fail now, not inside a worker
         inputs = expand_inputs(options.input or [sample_input()])
     except (OptionsError, RulesError, TokenizerSpecError, InputError) as err:
         raise UsageError(str(err)) from None
-    return options, inputs
+    return options, options.config(rules_text), inputs
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ class Started:
 def start(argv: Sequence[str]) -> Started:
     """Builds the run and hands it to the runner; returns once the job is done or, for a runner
     that only describes the job, once it is described."""
-    options, inputs = prepare(argv)
+    options, config, inputs = prepare(argv)
     run_folder = RunFolder.new_attempt(options.output, options.run_id) if options.run_id else None
     if run_folder:
         directory, manifest = run_folder.attempt_path, run_folder.manifest  # a fresh folder: nothing to clear
@@ -77,7 +84,7 @@ def start(argv: Sequence[str]) -> Started:
     own_options = own_option_values(options, MosaicOptions)
     pipeline = new_pipeline(options)
     attempt_manifest = build_mosaic_pipeline(
-        pipeline, options.config(), inputs, directory, options.output_formats(), options.num_shards, own_options
+        pipeline, config, inputs, directory, options.output_formats(), options.num_shards, own_options
     )
     if run_folder:
         attempt_manifest | "PublishRun" >> PublishRun(run_folder)

@@ -16,7 +16,7 @@ from pipeline import outputs
 from pipeline.errors import CommandParser, UsageError
 from transforms.core.anatomy import PRIMARY_SEPARATOR, meta_instruction, response_blocks
 from transforms.core.records import Record
-from transforms.core.rules import MASK_RULES, PERMUTE_RULES, Rules, RulesError, load_rules
+from transforms.core.rules import MASK_RULES, PERMUTE_RULES, Rules, load_rules, parse_rules
 from transforms.core.strategies import SAMPLE_KINDS
 from transforms.read import file_label, read_file
 
@@ -119,11 +119,9 @@ def _ordinal(n: int) -> str:
 
 
 def run_rules(manifest: dict) -> Rules:
-    """The rules the run used; the built-in ones when its rules file is gone."""
-    try:
-        return load_rules(manifest["options"].get("rules"))
-    except (OSError, RulesError):
-        return load_rules()
+    """The rules the run used: the --rules text its manifest keeps, else the built-in ones."""
+    text = manifest.get("rules_text")
+    return load_rules() if text is None else parse_rules(text, "the run's --rules")
 
 
 def pick(directory: str, sample_filter: SampleFilter, n: int) -> list[dict]:

@@ -84,6 +84,7 @@ def manifest(stats: dict, config: MosaicConfig, options: dict, inputs: list[str]
         "options": options,
         "tokenizer": config.tokenizer,
         "length_template": config.length_template,
+        "rules_text": config.rules_text,
         "versions": versions(_PACKAGES),
         "inputs": inputs,
         "counts": {

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Optional
 
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.core.strategies import STRATEGIES
@@ -82,11 +84,12 @@ class MosaicOptions(PipelineOptions):
     def output_formats(self) -> list[str]:
         return [name.strip() for name in self.formats.split(",") if name.strip()]
 
-    def config(self) -> MosaicConfig:
+    def config(self, rules_text: Optional[str]) -> MosaicConfig:
+        """The transforms' configuration; `rules_text` is the --rules file's content (see read_rules_text)."""
         return MosaicConfig(
             tokenizer=self.tokenizer,
             length_template=self.length_template,
-            rules=self.rules,
+            rules_text=rules_text,
             seed=self.seed,
             epochs=self.epochs,
             epoch_offset=self.epoch_offset,
@@ -96,6 +99,19 @@ class MosaicOptions(PipelineOptions):
             max_length=self.max_length,
             records_per_key=self.records_per_key,
         )
+
+
+def read_rules_text(path: Optional[str]) -> Optional[str]:
+    """The text of a --rules file on any Beam filesystem, or None for the built-in rules.
+
+    It is read once, when the run starts, and travels with the pipeline: workers never
+    open the file, so a local path works on Dataflow and Flink too, and editing the file
+    during a run changes nothing.
+    """
+    if path is None:
+        return None
+    with FileSystems.open(path) as handle:
+        return handle.read().decode("utf-8")
 
 
 def validate(options: MosaicOptions) -> None:

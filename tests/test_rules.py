@@ -1,6 +1,10 @@
 import pytest
 import yaml
 
+from pipeline.cli import main
+from pipeline.inspection import run_rules
+from tests.e2e import read_jsonl, run_job
+from tests.shared_data import SHARED_DATA, require_shared
 from transforms.core.randomness import HashStream
 from transforms.core.rules import MASK_RULES, PERMUTE_RULES, RulesError, load_rules
 from transforms.core.strategies import compose
@@ -58,3 +62,23 @@ def test_invalid_yaml_names_the_file(tmp_path):
     path.write_text("labels: [unclosed", encoding="utf-8")
     with pytest.raises(RulesError, match="bad.yaml: not valid YAML"):
         load_rules(str(path))
+
+
+def test_a_run_reads_its_rules_file_once_and_keeps_its_text(tmp_path):
+    data = default_data()
+    data["permute"] = {"REVERSE": ["Give the answers from the last instruction back to the first."]}
+    rules_path = write(tmp_path, data)
+    output = tmp_path / "out"
+    manifest = run_job([require_shared(SHARED_DATA / "alpaca_en_demo.json")], output, "--rules", rules_path, "--strategy", "order", "--epochs", "1")
+    assert manifest["rules_text"] == (tmp_path / "rules.yaml").read_text(encoding="utf-8")
+    assert set(manifest["counts"]["rule"]) <= {"REVERSE", "none"} and manifest["counts"]["rule"]["REVERSE"] > 0
+    assert all(s["rule"] in (None, "REVERSE") for s in read_jsonl(output, "mosaics"))
+
+    (tmp_path / "rules.yaml").write_text("not: [valid rules", encoding="utf-8")  # inspect reads the manifest's copy
+    assert run_rules(manifest).permute == {"REVERSE": ("Give the answers from the last instruction back to the first.",)}
+    assert main(["inspect", str(output), "--strategy", "permute", "--n", "1"]) == 0
+
+
+def test_an_unreadable_rules_file_is_a_one_line_error(tmp_path, capsys):
+    assert main(["run", "--rules", str(tmp_path / "missing.yaml"), "--output", str(tmp_path / "out")]) == 2
+    assert "--rules" in capsys.readouterr().err

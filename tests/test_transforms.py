@@ -17,7 +17,7 @@ from transforms.mosaic import MeasureRecords, MosaicConfig, MosaicSamples
 from transforms.read import REJECTED, ReadRecords, expand_inputs
 
 CONFIG = MosaicConfig(
-    tokenizer="quicktok:llama3", length_template="raw", rules=None, seed=1, epochs=3, epoch_offset=2,
+    tokenizer="quicktok:llama3", length_template="raw", rules_text=None, seed=1, epochs=3, epoch_offset=2,
     strategy="both", wrap_mode="uniform", wrap_max=6, max_length=60, records_per_key=10,
 )
 

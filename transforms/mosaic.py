@@ -17,7 +17,7 @@ from apache_beam.utils import shared
 from transforms.core.packing import KeyPacker, Measured, Overheads, PackSettings, order_records
 from transforms.core.randomness import record_keys
 from transforms.core.records import Record, reject
-from transforms.core.rules import load_rules
+from transforms.core.rules import load_rules, parse_rules
 from transforms.core.tokens import LengthTemplate, SampleLengths, load_counter
 from transforms.progress import RECORDS_REJECTED, RECORDS_TOKENIZED, SAMPLES_PACKED
 from transforms.read import REJECTED
@@ -33,7 +33,7 @@ class MosaicConfig:
 
     tokenizer: str
     length_template: str
-    rules: Optional[str]
+    rules_text: Optional[str]  # the --rules file's content; None for the built-in rules
     seed: int
     epochs: int
     epoch_offset: int
@@ -57,7 +57,7 @@ class Resources:
 
     def __init__(self, config: MosaicConfig):
         self.lengths = SampleLengths(load_counter(config.tokenizer), LengthTemplate(config.length_template))
-        self.rules = load_rules(config.rules)
+        self.rules = load_rules() if config.rules_text is None else parse_rules(config.rules_text, "--rules")
         self.overheads = Overheads.measure(self.lengths, self.rules)
 
 
@@ -85,7 +85,7 @@ class _WithResources(beam.DoFn):
 
     def setup(self):
         relax_collector()
-        tag = repr((self.config.tokenizer, self.config.length_template, self.config.rules))
+        tag = repr((self.config.tokenizer, self.config.length_template, self.config.rules_text))
         self.resources = self._handle.acquire(lambda: Resources(self.config), tag=tag)
 
 

@@ -26,6 +26,9 @@ _PERMUTE_FIELDS = {"SEQUENCE": {"sequence"}}
 _MASK_FIELDS = {("MASK_LISTED", "one"): {"numbers"}, ("MASK_LISTED", "many"): {"numbers"}, ("MASK_LONGEST", "many"): {"m"}, ("MASK_SHORTEST", "many"): {"m"}}
 
 
+BUILT_IN_RULES = resources.files("transforms").joinpath("data/rules.yaml")
+
+
 class RulesError(ValueError):
     """The rules file is malformed; the message names the offending entry."""
 
@@ -70,14 +73,15 @@ class Rules:
 
 
 def load_rules(path: Optional[str] = None) -> Rules:
-    """Loads the rules file at `path`, or the one shipped with the package."""
+    """Loads the rules file at `path` (a local file), or the one shipped with the package."""
     if path is None:
-        text = resources.files("transforms").joinpath("data/rules.yaml").read_text(encoding="utf-8")
-        where = "built-in rules"
-    else:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-        where = path
+        return parse_rules(BUILT_IN_RULES.read_text(encoding="utf-8"), "built-in rules")
+    with open(path, encoding="utf-8") as handle:
+        return parse_rules(handle.read(), path)
+
+
+def parse_rules(text: str, where: str) -> Rules:
+    """The rules in the text of a rules file; `where` names the file in errors."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
