@@ -17,7 +17,7 @@ from pipeline.errors import UsageError
 from pipeline.inspection import inspect_command
 from pipeline.mosaic import build_mosaic_pipeline
 from pipeline.outputs import manifest_at
-from pipeline.options import MosaicOptions, OptionsError, own_option_values, read_rules_text, validate
+from pipeline.options import MosaicOptions, OptionsError, own_option_values, validate
 from pipeline.progress import configure_logging, run_with_progress
 from pipeline.recipes import apply_recipe
 from pipeline.run_stats import mosaic_table
@@ -46,18 +46,18 @@ def prepare(argv: Sequence[str]) -> tuple[MosaicOptions, MosaicConfig, list[str]
     input files. Raises UsageError."""
     options = MosaicOptions(list(argv))
     try:
-        rules_text = read_rules_text(options.rules)
-    except OSError as err:
-        raise UsageError(f"--rules '{options.rules}' cannot be read: {err}") from None
-    try:
         validate(options)
-        if rules_text is not None:
-            parse_rules(rules_text, options.rules)
+        try:
+            config = options.config()
+        except OSError as err:
+            raise UsageError(f"--rules '{options.rules}' cannot be read: {err}") from None
+        if config.rules_text is not None:
+            parse_rules(config.rules_text, options.rules)
         load_counter(options.tokenizer)  # fail now, not inside a worker
         inputs = expand_inputs(options.input or [sample_input()])
     except (OptionsError, RulesError, TokenizerSpecError, InputError) as err:
         raise UsageError(str(err)) from None
-    return options, options.config(rules_text), inputs
+    return options, config, inputs
 
 
 @dataclass(frozen=True)

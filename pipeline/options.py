@@ -84,12 +84,12 @@ class MosaicOptions(PipelineOptions):
     def output_formats(self) -> list[str]:
         return [name.strip() for name in self.formats.split(",") if name.strip()]
 
-    def config(self, rules_text: Optional[str]) -> MosaicConfig:
-        """The transforms' configuration; `rules_text` is the --rules file's content (see read_rules_text)."""
+    def config(self) -> MosaicConfig:
+        """The transforms' configuration; reads the --rules file (see read_rules_text)."""
         return MosaicConfig(
             tokenizer=self.tokenizer,
             length_template=self.length_template,
-            rules_text=rules_text,
+            rules_text=read_rules_text(self.rules),
             seed=self.seed,
             epochs=self.epochs,
             epoch_offset=self.epoch_offset,
