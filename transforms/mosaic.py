@@ -15,7 +15,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
 
 from transforms.core.packing import KeyPacker, Measured, Overheads, PackSettings, order_records
-from transforms.core.randomness import record_keys
+from transforms.core.randomness import RecordKeys
 from transforms.core.records import Record, reject
 from transforms.core.rules import load_rules, parse_rules
 from transforms.core.tokens import LengthTemplate, SampleLengths, load_counter
@@ -220,14 +220,20 @@ def shard_of(ordinal: int, total_keys: int, num_shards: int) -> int:
     return ordinal * num_shards // total_keys
 
 
-def epoch_ordinals(config: MosaicConfig, record_id: str, num_keys: int) -> list[tuple[int, int]]:
+class EpochOrdinals:
     """(key ordinal, sort hash) of a record in each epoch of the run; ordinals number the
     (epoch, key)s of the run in order, epoch by epoch."""
-    ordinals = []
-    for position, epoch in enumerate(config.epoch_numbers):
-        group_hash, sort_hash = record_keys(config.seed, epoch, record_id)
-        ordinals.append((position * num_keys + group_hash % num_keys, sort_hash))
-    return ordinals
+
+    def __init__(self, config: MosaicConfig, num_keys: int):
+        self._num_keys = num_keys
+        self._epochs = [(position * num_keys, RecordKeys(config.seed, epoch)) for position, epoch in enumerate(config.epoch_numbers)]
+
+    def __call__(self, record_id: str) -> list[tuple[int, int]]:
+        ordinals = []
+        for first_ordinal, record_keys in self._epochs:
+            group_hash, sort_hash = record_keys(record_id)
+            ordinals.append((first_ordinal + group_hash % self._num_keys, sort_hash))
+        return ordinals
 
 
 class _AssignShards(beam.DoFn):
@@ -238,9 +244,10 @@ class _AssignShards(beam.DoFn):
 
     def process(self, batch: RowBatch, num_keys: int, num_shards: int):
         total_keys = num_keys * self.config.epochs
+        epoch_ordinals = EpochOrdinals(self.config, num_keys)
         by_shard: dict[int, list] = {}
         for row in batch:
-            for ordinal, sort_hash in epoch_ordinals(self.config, row[0], num_keys):
+            for ordinal, sort_hash in epoch_ordinals(row[0]):
                 by_shard.setdefault(shard_of(ordinal, total_keys, num_shards), []).append((ordinal, sort_hash, row))
         for shard, rows in by_shard.items():
             yield shard, RowBatch(rows)
@@ -289,11 +296,12 @@ class _PackAll(_PackKeys):
 
     def process(self, element, num_keys: int, num_shards: int):
         _, batches = element
+        epoch_ordinals = EpochOrdinals(self.config, num_keys)
         by_ordinal: dict[int, list] = {}
         for batch in batches:
             for row in batch:
                 measured = Measured._make(row)
-                for ordinal, sort_hash in epoch_ordinals(self.config, measured.id, num_keys):
+                for ordinal, sort_hash in epoch_ordinals(measured.id):
                     by_ordinal.setdefault(ordinal, []).append((sort_hash, measured))
         total_keys = num_keys * self.config.epochs
         for shard, ordinals in itertools.groupby(sorted(by_ordinal), key=lambda ordinal: shard_of(ordinal, total_keys, num_shards)):

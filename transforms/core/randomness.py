@@ -18,10 +18,21 @@ def digest(*parts: object) -> bytes:
     return hashlib.blake2b(_SEP.join(map(str, parts)).encode("utf-8"), digest_size=16).digest()
 
 
-def record_keys(seed: int, epoch: int, record_id: str) -> tuple[int, int]:
-    """(group-key hash, sort-key hash) of a record in an epoch: two independent 64-bit draws."""
-    value = digest("record", seed, epoch, record_id)
-    return int.from_bytes(value[:8], "big"), int.from_bytes(value[8:], "big")
+class RecordKeys:
+    """(group-key hash, sort-key hash) of a record in one epoch: two independent 64-bit draws,
+    the halves of digest("record", seed, epoch, record id).
+
+    The digest's common prefix is hashed once per epoch; each record only adds its id.
+    """
+
+    def __init__(self, seed: int, epoch: int):
+        self._prefix = hashlib.blake2b(f"record{_SEP}{seed}{_SEP}{epoch}{_SEP}".encode("utf-8"), digest_size=16)
+
+    def __call__(self, record_id: str) -> tuple[int, int]:
+        state = self._prefix.copy()
+        state.update(record_id.encode("utf-8"))
+        value = state.digest()
+        return int.from_bytes(value[:8], "big"), int.from_bytes(value[8:], "big")
 
 
 class HashStream:
