@@ -49,7 +49,7 @@ def prepare(argv: Sequence[str]) -> tuple[MosaicOptions, MosaicConfig, list[str]
         validate(options)
         try:
             config = options.config()
-        except OSError as err:
+        except (OSError, UnicodeDecodeError) as err:
             raise UsageError(f"--rules '{options.rules}' cannot be read: {err}") from None
         if config.rules_text is not None:
             parse_rules(config.rules_text, options.rules)

@@ -80,5 +80,8 @@ def test_a_run_reads_its_rules_file_once_and_keeps_its_text(tmp_path):
 
 
 def test_an_unreadable_rules_file_is_a_one_line_error(tmp_path, capsys):
-    assert main(["run", "--rules", str(tmp_path / "missing.yaml"), "--output", str(tmp_path / "out")]) == 2
-    assert "--rules" in capsys.readouterr().err
+    (tmp_path / "latin1.yaml").write_bytes("labels: ['Nº{n} ']".encode("latin-1"))
+    for name in ("missing.yaml", "latin1.yaml"):
+        assert main(["run", "--rules", str(tmp_path / name), "--output", str(tmp_path / "out")]) == 2
+        error = capsys.readouterr().err
+        assert f"--rules '{tmp_path / name}' cannot be read" in error and len(error.strip().splitlines()) == 1
