@@ -8,14 +8,13 @@ runs never overwrite each other, and a file is complete or absent.
 from __future__ import annotations
 
 import json
-import math
 from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.core.randomness import digest
-from transforms.write import write_atomically
+from transforms.write import ShardCount, write_atomically
 
 CACHE_PATTERN = "ifd-*.jsonl"
 ENTRIES_PER_FILE = 100_000
@@ -81,11 +80,7 @@ class WriteScoreCache(beam.PTransform):
         self.directory = directory
 
     def expand(self, entries):
-        files = (
-            entries
-            | "CountEntries" >> beam.combiners.Count.Globally()
-            | "CacheFiles" >> beam.Map(lambda count: max(1, math.ceil(count / ENTRIES_PER_FILE)))
-        )
+        files = entries | "CacheFiles" >> ShardCount(ENTRIES_PER_FILE)
         return (
             entries
             | "AssignFile" >> beam.Map(

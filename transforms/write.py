@@ -176,6 +176,21 @@ def clear_outputs(directory: str, prefixes: Sequence[str] = OUTPUT_PREFIXES, nam
         FileSystems.delete(stale)
 
 
+class ShardCount(beam.PTransform):
+    """Elements -> a singleton: how many files hold them at `per_shard` elements a file (at least one)."""
+
+    def __init__(self, per_shard: int):
+        super().__init__()
+        self.per_shard = per_shard
+
+    def expand(self, elements):
+        return (
+            elements
+            | "Count" >> beam.combiners.Count.Globally()
+            | "Files" >> beam.Map(lambda count, per_shard: max(1, math.ceil(count / per_shard)), self.per_shard)
+        )
+
+
 class WriteRejected(beam.PTransform):
     """Rejections -> rejected-SSSSS-of-NNNNN.jsonl, one shard per REJECTED_PER_SHARD, sorted; yields the paths."""
 
@@ -184,11 +199,7 @@ class WriteRejected(beam.PTransform):
         self.directory = directory
 
     def expand(self, rejections):
-        shards = (
-            rejections
-            | "CountRejected" >> beam.combiners.Count.Globally()
-            | "RejectedShards" >> beam.Map(lambda count: max(1, math.ceil(count / REJECTED_PER_SHARD)))
-        )
+        shards = rejections | "RejectedShards" >> ShardCount(REJECTED_PER_SHARD)
         return (
             rejections
             | "ShardRejected" >> beam.Map(_assign_rejected_shard, beam.pvalue.AsSingleton(shards))
