@@ -14,10 +14,10 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 from pipeline import outputs
 from pipeline.errors import CommandParser, UsageError
-from transforms.core.anatomy import PRIMARY_SEPARATOR, meta_instruction, response_blocks
+from transforms.core.anatomy import meta_instruction, response_blocks
 from transforms.core.records import Record
 from transforms.core.rules import MASK_RULES, PERMUTE_RULES, Rules, load_rules, parse_rules
-from transforms.core.strategies import SAMPLE_KINDS
+from transforms.core.strategies import PRIMARY_SEPARATOR, SAMPLE_KINDS
 from transforms.read import file_label, read_file
 
 BLOCK_LINES = 8

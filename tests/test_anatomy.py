@@ -2,10 +2,10 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.core.anatomy import PRIMARY_SEPARATOR, meta_instruction, response_blocks
+from transforms.core.anatomy import meta_instruction, response_blocks
 from transforms.core.randomness import HashStream
 from transforms.core.rules import load_rules
-from transforms.core.strategies import compose
+from transforms.core.strategies import PRIMARY_SEPARATOR, compose
 
 RULES = load_rules()
 # Texts that can look like the scaffolding around them: labels, tags, numbers and blank lines.

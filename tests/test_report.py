@@ -14,7 +14,8 @@ from pipeline import outputs
 from pipeline.cli import main
 from pipeline.inspection import render_samples, run_rules, source_records
 from pipeline.run_stats import mosaic_table, scan_samples
-from transforms.core.anatomy import PRIMARY_SEPARATOR, meta_instruction, response_blocks
+from transforms.core.anatomy import meta_instruction, response_blocks
+from transforms.core.strategies import PRIMARY_SEPARATOR
 
 SHARED = Path(__file__).parents[1] / "../shared"
 INPUTS = [SHARED / "data/alpaca_en_demo.json", SHARED / "data/glaive_toolcall_en_demo.json"]

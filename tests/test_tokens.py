@@ -20,7 +20,7 @@ from transforms.core.randomness import HashStream
 from transforms.core.records import Record
 from transforms.core.rules import load_rules
 from transforms.core.strategies import compose
-from transforms.core.tokens import BYTE_LEVEL_CUTS, METASPACE_CUTS, NO_PART, HuggingFaceCounter, LengthTemplate, QuicktokCounter, SampleLengths, cut_rule
+from transforms.core.tokens import BYTE_LEVEL_CUTS, METASPACE_CUTS, NO_PART, HuggingFaceCounter, LengthTemplate, QuicktokCounter, SampleLengths, Spliced, cut_rule
 
 SPECIALS = ["<|begin_of_text|>", "<|eot_id|>"]
 # Pieces that exercise every alternative of the pre-tokenizer grammars: contractions, letter
@@ -124,20 +124,26 @@ def test_composed_samples_are_counted_exactly(template, records, seed, strategy,
         lengths = SampleLengths(counter, LengthTemplate(template))
         measured = lengths.measure(list(zip(prompts, outputs)))
         assert [n for n, _, _ in measured] == lengths.count(list(zip(prompts, outputs))), counter.spec
-        composition = compose(prompts, outputs, strategy, rules, HashStream(seed))
-        known = [(p, m[1]) for p, m in zip(prompts, measured)] + [(outputs[i], measured[i][2]) for i in composition.response_order]
-        exact = lengths.count([(composition.instruction, composition.output)])
-        assert lengths.count_composed([(composition.instruction, composition.output, known)]) == exact, counter.spec
+        c = compose(prompts, outputs, strategy, rules, HashStream(seed))
+        instruction = Spliced(c.instruction_pieces, c.prompt_slots, [part for _, part, _ in measured])
+        output = Spliced(c.output_pieces, c.output_slots, [measured[i][2] for i in c.response_order])
+        exact = lengths.count([(c.instruction, c.output)])
+        assert lengths.count_spliced([(instruction, output)]) == exact, counter.spec
 
 
-def test_a_known_text_found_anywhere_still_counts_exactly(quicktok_lengths):
-    # The same text twice: whichever occurrence is found, its cuts are cuts.
-    prompt = "Name two colours, please. Then stop."
-    (n, part, _), = quicktok_lengths.measure([(prompt, "Red and blue.")])
-    assert part != NO_PART
-    instruction = f"{prompt}\n\n{prompt}"
-    known = [(prompt, part), (prompt, part), ("not there at all", (1, 5, 3))]
-    assert quicktok_lengths.count_composed([(instruction, "ok", known)]) == quicktok_lengths.count([(instruction, "ok")])
+def test_a_sample_whose_leftover_holds_an_added_token_is_counted_whole(llama3_style):
+    """Cutting a record's Part out joins what stood around it; here that makes an added
+    token the whole sample does not hold, so the leftover alone would be miscounted."""
+    counter = HuggingFaceCounter(str(llama3_style))
+    lengths = SampleLengths(counter, LengthTemplate("raw"))
+    record = "_id then the cat sat on a|>"
+    (_, part, _), = lengths.measure([(record, "ok")])
+    start, end, _ = part
+    pieces = ["<|eot", record, " done"]
+    assert counter._added.search("".join(pieces)) is None
+    assert counter._added.search(pieces[0] + record[:start] + record[end:] + pieces[2])
+    instruction = Spliced(pieces, [1], [part])
+    assert lengths.count_spliced([(instruction, Spliced(["ok"], [], []))]) == lengths.count([("".join(pieces), "ok")])
 
 
 def test_hf_byte_level_tokenizer_counts_with_quicktok_after_checking(llama3_style, caplog):

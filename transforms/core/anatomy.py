@@ -10,8 +10,6 @@ from typing import Optional, Sequence
 
 from transforms.core.rules import Rules
 
-PRIMARY_SEPARATOR = "\n\n"  # what `primary` joins with, whatever the rules say
-
 
 def meta_instruction(instruction: str, strategy: str, rules: Rules) -> Optional[str]:
     """The meta-instruction line ("" for a primary sample); None when no line looks like one."""

@@ -18,7 +18,7 @@ from transforms.core.randomness import HashStream
 from transforms.core.records import Record, origin_order, prompt_of
 from transforms.core.rules import Rules
 from transforms.core.strategies import Composition, compose, primary
-from transforms.core.tokens import NO_PART, Known, Part, SampleLengths
+from transforms.core.tokens import NO_PART, Part, SampleLengths, Spliced
 from transforms.core.wrap import draw_group_size
 
 _WINDOW = 64  # groups composed and counted per tokenizer call
@@ -160,6 +160,7 @@ class _KeyPacking:
         self.settings, self.rules, self.lengths, self.overheads = packer.settings, packer.rules, packer.lengths, packer.overheads
         self.records, self.epoch, self.key = records, epoch, key
         self.prompts = [m.prompt for m in records]
+        self.prompt_parts = [m.prompt_part for m in records]
 
     def samples(self) -> list[Sample]:
         samples: list[Sample] = []
@@ -204,15 +205,13 @@ class _KeyPacking:
 
     def _count(self, spans: Sequence[tuple[int, int]], compositions: Sequence[Composition]) -> list[int]:
         """Exact lengths; the records' own Parts spare recounting most of their text."""
-        return self.lengths.count_composed(
-            [(c.instruction, c.output, self._known(first, end, c)) for (first, end), c in zip(spans, compositions)]
-        )
-
-    def _known(self, first: int, end: int, composition: Composition) -> list[Known]:
-        """The record texts of a sample in order of appearance: prompts, then shown outputs."""
-        chosen = self.records[first:end]
-        prompts = [(prompt, m.prompt_part) for prompt, m in zip(self.prompts[first:end], chosen)]
-        return prompts + [(chosen[i].output, chosen[i].output_part) for i in composition.response_order]
+        records, items = self.records, []
+        for (first, end), c in zip(spans, compositions):
+            output_parts = [records[first + position].output_part for position in c.response_order]
+            items.append(
+                (Spliced(c.instruction_pieces, c.prompt_slots, self.prompt_parts[first:end]), Spliced(c.output_pieces, c.output_slots, output_parts))
+            )
+        return self.lengths.count_spliced(items)
 
     def _shrink(self, group: int, first: int, end: int) -> tuple[int, Composition, int]:
         """The longest prefix of the group whose composed sample fits; a lone record's plain form always does."""

@@ -9,8 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import string
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 from transforms.core.randomness import HashStream
 from transforms.core.rules import MASK_RULES, PERMUTE_RULES, Rules
@@ -27,20 +26,27 @@ _KIND_CHOICES = {
     "both": ("format", "permute", "maskout"),
 }
 MASK_RATIO_RANGE = (0.1, 0.5)
+PRIMARY_SEPARATOR = "\n\n"  # what `primary` joins with, whatever the rules say
 # Which format phrasings fit a sample, by (numbered, tagged).
 _FORMAT_KIND = {(True, True): "numbered_tagged", (True, False): "numbered", (False, True): "tagged", (False, False): "plain"}
 # Rules that name instruction numbers: only drawn when the instructions are numbered.
 NUMBERED_RULES = frozenset({"SEQUENCE", "ODD_EVEN", "EVEN_ODD", "MASK_LISTED", "MASK_ODD", "MASK_EVEN"})
 
 
-@dataclass(frozen=True)
-class Composition:
+class Composition(NamedTuple):
     instruction: str
     output: str
     kind: str  # one of SAMPLE_KINDS
     rule: Optional[str]
     response_order: tuple[int, ...]  # positions (0-based, instruction order) in response order
     masked: tuple[int, ...]  # positions whose responses are left out, ascending
+    # The pieces `instruction` and `output` are joined from, and where the records' own texts
+    # stand in them: prompt i is instruction_pieces[prompt_slots[i]], the j-th response shown
+    # is output_pieces[output_slots[j]]. Counting uses them to skip what it already knows.
+    instruction_pieces: list[str]
+    prompt_slots: list[int]
+    output_pieces: list[str]
+    output_slots: list[int]
 
 
 def words(text: str) -> int:
@@ -144,7 +150,19 @@ def compose(prompts: Sequence[str], outputs: Sequence[str], strategy: str, rules
 
 def primary(prompts: Sequence[str], outputs: Sequence[str]) -> Composition:
     """Plain concatenation; for a single record it is the record itself."""
-    return Composition("\n\n".join(prompts), "\n\n".join(outputs), "primary", None, tuple(range(len(prompts))), ())
+    instruction_pieces, prompt_slots = _joined_with(PRIMARY_SEPARATOR, prompts)
+    output_pieces, output_slots = _joined_with(PRIMARY_SEPARATOR, outputs)
+    return Composition(
+        "".join(instruction_pieces), "".join(output_pieces), "primary", None, tuple(range(len(prompts))), (),
+        instruction_pieces, prompt_slots, output_pieces, output_slots,
+    )
+
+
+def _joined_with(separator: str, texts: Sequence[str]) -> tuple[list[str], list[int]]:
+    """The pieces of separator.join(texts), and where each text stands in them."""
+    pieces = [separator] * (2 * len(texts) - 1) if texts else []
+    pieces[::2] = texts
+    return pieces, list(range(0, len(pieces), 2))
 
 
 class _Formatter:
@@ -188,33 +206,42 @@ class _Formatter:
             meta = f"{meta} {rule_text}"
         # Long texts are copied once, by one join per field.
         instruction: list[str] = []
+        prompt_slots: list[int] = []
         for literal, field in layout_parts(self.layout):
             instruction.append(literal)
             if field == "meta":
                 instruction.append(meta)
             elif field == "instructions":
-                self._instructions(instruction)
-        return Composition("".join(instruction), "".join(self._responses(order)), kind, rule, tuple(order), tuple(masked))
+                self._instructions(instruction, prompt_slots)
+        responses, output_slots = self._responses(order)
+        return Composition(
+            "".join(instruction), "".join(responses), kind, rule, tuple(order), tuple(masked), instruction, prompt_slots, responses, output_slots
+        )
 
-    def _instructions(self, pieces: list[str]) -> None:
+    def _instructions(self, pieces: list[str], slots: list[int]) -> None:
         for position, prompt in enumerate(self.prompts):
             if position:
                 pieces.append(self.separator)
             pieces.append(self.labels[position])
+            slots.append(len(pieces))
             pieces.append(prompt)
 
-    def _responses(self, order: Sequence[int]) -> list[str]:
+    def _responses(self, order: Sequence[int]) -> tuple[list[str], list[int]]:
         pieces: list[str] = []
+        slots: list[int] = []
         for position in order:
             if pieces:
                 pieces.append(self.rules.response_separator)
             pieces.append(self.labels[position])
             if self.tags:
                 begin, end = (tag.format(n=position + 1) for tag in self.tags)
-                pieces += (begin, "\n", self.outputs[position], "\n", end)
+                pieces += (begin, "\n")
+                slots.append(len(pieces))
+                pieces += (self.outputs[position], "\n", end)
             else:
+                slots.append(len(pieces))
                 pieces.append(self.outputs[position])
-        return pieces
+        return pieces, slots
 
     def _draw_rule(self, table: dict) -> Optional[str]:
         numbered = bool(self.label)

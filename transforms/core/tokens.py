@@ -43,7 +43,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Protocol, Sequence
+from typing import NamedTuple, Optional, Protocol, Sequence
 
 DEFAULT_TOKENIZER = "quicktok:llama3"
 QUICKTOK_ENCODINGS = ("llama3", "qwen3", "cl100k_base", "o200k_base")
@@ -111,8 +111,9 @@ class TokenCounter(Protocol):
         """(first cut, last cut) of a text whose count splits there in any context, or None."""
         ...
 
-    def count_joined(self, groups: Sequence[Sequence[str]]) -> list[int]:
-        """For each group of texts that meet at cuts when joined: the count of the joined text."""
+    def count_in_any_context(self, texts: Sequence[str]) -> list[Optional[int]]:
+        """Counts of texts that count the same wherever they stand; None for a text that may
+        not (one holding an added token, which the tokenizer matches across its context)."""
         ...
 
 
@@ -131,8 +132,8 @@ class QuicktokCounter:
             return []
         return quicktok_counts(self._encoding, list(texts))
 
-    def count_joined(self, groups: Sequence[Sequence[str]]) -> list[int]:
-        return self.count(["".join(group) for group in groups])
+    def count_in_any_context(self, texts: Sequence[str]) -> list[Optional[int]]:
+        return self.count(texts)
 
 
 class HuggingFaceCounter:
@@ -176,15 +177,12 @@ class HuggingFaceCounter:
             counts = self._verify(texts, counts)
         return counts
 
-    def count_joined(self, groups: Sequence[Sequence[str]]) -> list[int]:
-        """A joined text where an added token shows up (perhaps made by the joining itself)
-        is counted as its parts."""
-        joined = ["".join(group) for group in groups]
-        counts = self.count(joined)
+    def count_in_any_context(self, texts: Sequence[str]) -> list[Optional[int]]:
+        counts: list[Optional[int]] = self.count(texts)
         if self._added:
-            for i, text in enumerate(joined):
+            for i, text in enumerate(texts):
                 if self._added.search(text):
-                    counts[i] = sum(self.count(groups[i]))
+                    counts[i] = None
         return counts
 
     def interior(self, text: str) -> Optional[tuple[int, int]]:
@@ -377,10 +375,14 @@ class LengthTemplate:
         if self.name not in LENGTH_TEMPLATES:
             raise ValueError(f"unknown length template '{self.name}'; choose one of {', '.join(LENGTH_TEMPLATES)}")
 
+    @property
+    def around(self) -> tuple[str, str]:
+        """The text before the instruction and the text between instruction and output."""
+        return (f"{VICUNA_SYSTEM} USER: ", " ASSISTANT: ") if self.name == "vicuna" else ("", "")
+
     def text(self, instruction: str, output: str) -> str:
-        if self.name == "vicuna":
-            return f"{VICUNA_SYSTEM} USER: {instruction} ASSISTANT: {output}"
-        return instruction + output
+        before, between = self.around
+        return f"{before}{instruction}{between}{output}"
 
     @property
     def special_tokens(self) -> int:
@@ -388,9 +390,12 @@ class LengthTemplate:
         return 1 if self.name == "vicuna" else 0
 
 
-# A text known to stand in a sample, with its Part.
-Known = tuple[str, Part]
-_HEAD = 24  # characters of a known text searched for; a long needle costs more to prepare than to match
+class Spliced(NamedTuple):
+    """A text as the pieces it is joined from: pieces[slots[i]] is a record's text whose Part is parts[i]."""
+
+    pieces: Sequence[str]
+    slots: Sequence[int]
+    parts: Sequence[Part]
 
 
 class SampleLengths:
@@ -411,35 +416,43 @@ class SampleLengths:
         inner = [text[cut[0] : cut[1]] for pair, pair_cuts in zip(pairs, cuts) for text, cut in zip(pair, pair_cuts) if cut]
         inner_counts = iter(self.counter.count(inner))
         parts = [tuple((*cut, next(inner_counts)) if cut else NO_PART for cut in pair_cuts) for pair_cuts in cuts]
-        items = [(prompt, output, ((prompt, part_p), (output, part_o))) for (prompt, output), (part_p, part_o) in zip(pairs, parts)]
-        return [(n, part_p, part_o) for n, (part_p, part_o) in zip(self.count_composed(items), parts)]
+        items = [(Spliced((prompt,), (0,), (part_p,)), Spliced((output,), (0,), (part_o,))) for (prompt, output), (part_p, part_o) in zip(pairs, parts)]
+        return [(n, part_p, part_o) for n, (part_p, part_o) in zip(self.count_spliced(items), parts)]
 
-    def count_composed(self, items: Sequence[tuple[str, str, Sequence[Known]]]) -> list[int]:
-        """Exact lengths of (instruction, output) pairs, given texts known to stand in them in
-        order of appearance: only what is left around their Parts is tokenized.
+    def count_spliced(self, items: Sequence[tuple[Spliced, Spliced]]) -> list[int]:
+        """Exact lengths of (instruction, output) pairs given as Spliced pieces: only what is
+        left around the records' Parts is tokenized.
 
-        What is left meets at cuts again (a stretch between cuts starts with a character that
-        may follow a cut and ends with one that may precede it), so it is counted as one text.
-        Any occurrence of a known text serves (its Part's cuts are cuts wherever it stands),
-        so each is looked up by its first characters, then checked whole.
+        A Part starts and ends at cuts, so what is left is the joined stretches between cuts,
+        and it is counted as one text. When that text may count differently in context (it
+        holds an added token), the whole sample is counted instead.
         """
-        groups: list[list[str]] = []
+        before, between = self.template.around
+        leftovers: list[str] = []
         known_tokens: list[int] = []
-        for instruction, output, known in items:
-            text = self.template.text(instruction, output)
-            position, total, left = 0, self.template.special_tokens, []
-            for piece, (start, end, n_tokens) in known:
-                if end <= start:
-                    continue
-                head = piece[:_HEAD]
-                at = text.find(head, position)
-                while at >= 0 and not text.startswith(piece, at):
-                    at = text.find(head, at + 1)
-                if at < 0:
-                    continue
-                left.append(text[position : at + start])
-                position, total = at + end, total + n_tokens
-            left.append(text[position:])
-            groups.append(left)
-            known_tokens.append(total)
-        return [total + n for total, n in zip(known_tokens, self.counter.count_joined(groups))]
+        for instruction, output in items:
+            pieces = [before]
+            total = self.template.special_tokens + _cut_out(instruction, pieces)
+            pieces.append(between)
+            known_tokens.append(total + _cut_out(output, pieces))
+            leftovers.append("".join(pieces))
+        counts = self.counter.count_in_any_context(leftovers)
+        whole = [i for i, n in enumerate(counts) if n is None]
+        if whole:
+            pairs = [("".join(items[i][0].pieces), "".join(items[i][1].pieces)) for i in whole]
+            for i, n in zip(whole, self.count(pairs)):
+                counts[i], known_tokens[i] = n, 0
+        return [known + n for known, n in zip(known_tokens, counts)]
+
+
+def _cut_out(spliced: Spliced, into: list[str]) -> int:
+    """Appends the spliced text's pieces to `into` with the Parts cut out; returns their tokens."""
+    pieces = list(spliced.pieces)
+    tokens = 0
+    for slot, (start, end, n_tokens) in zip(spliced.slots, spliced.parts):
+        if end > start:
+            text = pieces[slot]
+            pieces[slot] = text[:start] + text[end:]
+            tokens += n_tokens
+    into += pieces
+    return tokens
