@@ -8,13 +8,14 @@ import math
 import platform
 from collections import Counter
 from importlib import metadata
-from typing import Iterable, Mapping
+from operator import itemgetter
+from typing import Iterable, Mapping, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils import shared
 
-from pipeline.runner import runs_in_one_process
+from pipeline.runner import pack_processes, runs_in_one_process
 from transforms.mosaic import SAMPLES, MeasureRecords, MosaicConfig, MosaicSamples, keys_per_epoch
 from transforms.read import RECORDS, REJECTED, ReadRecords
 from transforms.write import SAMPLE_FORMATS, WriteRejected, WriteShards, write_atomically
@@ -45,16 +46,19 @@ class SumCounters(beam.CombineFn):
         return dict(accumulator)
 
 
-def sample_stats(samples: Iterable[dict]) -> Counter:
+def sample_stats(samples: Sequence[dict]) -> Counter:
+    """(section, name) -> count over the samples, for the manifest; each field is tallied
+    by one Counter pass, then per distinct value."""
     counts = Counter()
-    for sample in samples:
-        epoch = str(sample["epoch"])
-        counts["samples", epoch] += 1
-        counts["records", epoch] += sample["count"]
-        counts["strategy", sample["strategy"]] += 1
-        counts["rule", sample["rule"] or "none"] += 1
-        counts["group_size", str(sample["count"])] += 1
-        counts["n_tokens", str(sample["n_tokens"])] += 1
+    for (epoch, size), n in Counter(map(itemgetter("epoch", "count"), samples)).items():
+        counts["samples", str(epoch)] += n
+        counts["records", str(epoch)] += n * size
+        counts["group_size", str(size)] += n
+    for (strategy, rule), n in Counter(map(itemgetter("strategy", "rule"), samples)).items():
+        counts["strategy", strategy] += n
+        counts["rule", rule or "none"] += n
+    for n_tokens, n in Counter(map(itemgetter("n_tokens"), samples)).items():
+        counts["n_tokens", str(n_tokens)] += n
     return counts
 
 
@@ -148,7 +152,7 @@ def build_mosaic_pipeline(
     total_keys = num_keys | "TotalKeys" >> beam.Map(lambda keys: keys * config.epochs)
     sample_shards = total_keys | "SampleShards" >> beam.Map(lambda keys: num_shards or default_num_shards(keys))
     in_one_task = runs_in_one_process(pipeline.options)
-    packed = rows | "Mosaic" >> MosaicSamples(config, handle, num_keys, sample_shards, in_one_task)
+    packed = rows | "Mosaic" >> MosaicSamples(config, handle, num_keys, sample_shards, in_one_task, pack_processes(pipeline.options))
     sample_rows = packed[SAMPLES]
     sample_files = sample_rows | "WriteSamples" >> WriteShards(output, [SAMPLE_FORMATS[name] for name in formats], sample_shards)
 
@@ -157,7 +161,7 @@ def build_mosaic_pipeline(
 
     stats = (
         (
-            sample_rows | "SampleStats" >> beam.MapTuple(lambda shard, parts: sample_stats(row for _, rows in parts for row in rows)),
+            sample_rows | "SampleStats" >> beam.MapTuple(lambda shard, parts: sample_stats([row for _, rows in parts for row in rows])),
             rejected | "RejectStats" >> beam.Map(lambda rejection: Counter({("rejected", rejection.reason): 1})),
             valid_count | "ValidStats" >> beam.Map(lambda count: Counter({("input", "valid"): count})),
         )

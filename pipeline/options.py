@@ -8,6 +8,7 @@ from typing import Optional
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.runner import LocalRunOptions
 from transforms.core.strategies import STRATEGIES
 from transforms.core.tokens import DEFAULT_TOKENIZER, LENGTH_TEMPLATES
 from transforms.core.wrap import WRAP_MODES
@@ -116,6 +117,7 @@ def read_rules_text(path: Optional[str]) -> Optional[str]:
 
 def validate(options: MosaicOptions) -> None:
     """Raises OptionsError with a one-line message for the first option that cannot work."""
+    pack_processes = options.view_as(LocalRunOptions).pack_processes
     checks = [
         (options.wrap_mode in WRAP_MODES, f"--wrap-mode '{options.wrap_mode}' is unknown; choose one of {', '.join(WRAP_MODES)}"),
         (options.strategy in STRATEGIES, f"--strategy '{options.strategy}' is unknown; choose one of {', '.join(STRATEGIES)}"),
@@ -126,6 +128,7 @@ def validate(options: MosaicOptions) -> None:
         (options.epoch_offset >= 0, f"--epoch-offset must not be negative, got {options.epoch_offset}"),
         (options.num_shards >= 0, f"--num-shards must not be negative, got {options.num_shards}"),
         (options.records_per_key >= 1, f"--records-per-key must be at least 1, got {options.records_per_key}"),
+        (pack_processes >= 0, f"--pack-processes must not be negative, got {pack_processes}"),
         (
             options.run_id is None or RUN_ID.fullmatch(options.run_id) is not None,
             f"--run-id '{options.run_id}' must be letters, digits, '.', '_' or '-', starting with a letter or digit",

@@ -4,7 +4,26 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from transforms.forked import available_cpus
+
 _DIRECT_NAMES = {None, "direct", "directrunner"}
+
+
+class LocalRunOptions(PipelineOptions):
+    """Options of the in-memory DirectRunner only; they change how fast a run is, never what it writes."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--pack-processes", "--pack_processes", dest="pack_processes", type=int, default=0,
+            help="In-memory DirectRunner: processes that pack samples, this one and helpers forked from it "
+            "(0: one per CPU this process may use). Other runners pack on their own workers.",
+        )
+
+
+def pack_processes(options: PipelineOptions) -> int:
+    """How many processes pack samples on the in-memory runner."""
+    return options.view_as(LocalRunOptions).pack_processes or available_cpus()
 
 
 def runs_locally(options: PipelineOptions) -> bool:

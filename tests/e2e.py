@@ -48,6 +48,12 @@ def check_run(directory: Path, manifest: dict, tokenizer: str, template: str, ma
         assert sum(placed.values()) == counts["records_per_epoch"][str(epoch)]
     assert len(samples) == counts["samples"] and len(rejected) == counts["records_rejected"]
     assert Counter(r["reason"] for r in rejected) == Counter(counts["rejected"])
+    assert counts["samples_per_epoch"] == {str(epoch): n for epoch, n in Counter(s["epoch"] for s in samples).items()}
+    assert counts["strategy"] == Counter(s["strategy"] for s in samples)
+    assert counts["rule"] == Counter(s["rule"] or "none" for s in samples)
+    assert counts["group_size"] == {str(size): n for size, n in Counter(s["count"] for s in samples).items()}
+    n_tokens = sorted(s["n_tokens"] for s in samples)
+    assert (counts["tokens"]["total"], counts["tokens"]["min"], counts["tokens"]["max"]) == (sum(n_tokens), n_tokens[0], n_tokens[-1])
     # The budget holds, counted exactly on the final text.
     lengths = SampleLengths(load_counter(tokenizer), LengthTemplate(template))
     exact = lengths.count([(s["instruction"], s["output"]) for s in samples])

@@ -83,10 +83,11 @@ def test_t0_shards(tmp_path):
 
 
 def test_same_seed_gives_identical_files_in_memory_and_multi_process(tmp_path):
+    """In memory packing in one process or with forked helpers, and on multi-processing workers."""
     data = require_shared(SHARED_DATA / "alpaca_en_demo.json")
     args = ("--epochs", "2", "--records-per-key", "200", "--seed", "3")
-    first = run_job([data], tmp_path / "a", *args)
-    again = run_job([data], tmp_path / "b", *args)
+    first = run_job([data], tmp_path / "a", *args, "--pack-processes", "1")
+    again = run_job([data], tmp_path / "b", *args, "--pack-processes", "3")
     multi = run_job([data], tmp_path / "c", *args, "--direct_running_mode=multi_processing", "--direct_num_workers=2")
     assert output_bytes(tmp_path / "a") == output_bytes(tmp_path / "b") == output_bytes(tmp_path / "c")
     assert first["outputs"] == again["outputs"] == multi["outputs"]
@@ -119,6 +120,7 @@ def test_rerun_into_the_same_folder_replaces_the_old_shards(tmp_path):
         (["--input", "/nonexistent/*.jsonl"], "matches no file"),
         (["--tokenizer", "quicktok:gpt2"], "unknown quicktok encoding 'gpt2'"),
         (["--formats", "parquet"], "--formats has unknown output(s) ['parquet']"),
+        (["--pack-processes", "-1"], "--pack-processes must not be negative"),
     ],
 )
 def test_bad_options_give_one_line_errors(tmp_path, capsys, args, message):

@@ -3,11 +3,13 @@ their (epoch, key) in one shuffle (or, on a one-worker runner, all in one task),
 each key."""
 from __future__ import annotations
 
+import functools
 import gc
-import itertools
 import pickle
+from collections import Counter
 from dataclasses import dataclass
-from typing import Optional
+from operator import itemgetter
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
 import zstandard
@@ -19,6 +21,7 @@ from transforms.core.randomness import RecordKeys
 from transforms.core.records import Record, reject
 from transforms.core.rules import load_rules, parse_rules
 from transforms.core.tokens import LengthTemplate, SampleLengths, load_counter
+from transforms.forked import map_forked
 from transforms.progress import RECORDS_REJECTED, RECORDS_TOKENIZED, SAMPLES_PACKED
 from transforms.read import REJECTED
 
@@ -253,30 +256,37 @@ class _AssignShards(beam.DoFn):
             yield shard, RowBatch(rows)
 
 
+class PackedKey(NamedTuple):
+    ordinal: int
+    samples: list[dict]
+    duplicates: list[Measured]  # records whose id an earlier record (by origin) has; only in the run's first epoch
+
+
 class _PackKeys(_WithResources):
-    """Packs the (epoch, key)s of a shard; emits (shard, RowBatch of (key ordinal, [sample dict]))
-    and the duplicate-id rejections."""
+    """Packs (epoch, key)s; emits (shard, RowBatch of (key ordinal, [sample dict])) and the
+    duplicate-id rejections."""
 
     def setup(self):
         super().setup()
         r = self.resources
         self.packer = KeyPacker(self.config.pack_settings, r.rules, r.lengths, r.overheads)
 
-    def _pack_shard(self, shard: int, by_ordinal: dict[int, list], num_keys: int):
-        """`by_ordinal`: the shard's (sort hash, Measured) lists by key ordinal."""
-        packed = []
-        for ordinal in sorted(by_ordinal):
-            position, key = divmod(ordinal, num_keys)
-            kept, duplicates = order_records(by_ordinal.pop(ordinal))
-            if position == 0:  # reject a duplicate once, not once per epoch
-                for measured in duplicates:
-                    RECORDS_REJECTED.inc()
-                    detail = "another record has this id; the first in input order (file name, then index) is kept"
-                    yield beam.pvalue.TaggedOutput(REJECTED, reject(measured.record, "duplicate_id", detail))
-            samples = self.packer.pack(kept, self.config.epoch_offset + position, key)
-            packed.append((ordinal, [sample._asdict() for sample in samples]))
-        SAMPLES_PACKED.inc(sum(len(samples) for _, samples in packed))
-        yield shard, RowBatch(packed)
+    def _pack_key(self, job: tuple[int, list], num_keys: int) -> PackedKey:
+        """`job`: a key ordinal and its records, as (sort hash, Measured)."""
+        ordinal, items = job
+        position, key = divmod(ordinal, num_keys)
+        kept, duplicates = order_records(items)
+        samples = self.packer.pack(kept, self.config.epoch_offset + position, key)
+        return PackedKey(ordinal, [sample._asdict() for sample in samples], duplicates if position == 0 else [])
+
+    def _emit(self, shard: int, keys: list[PackedKey]):
+        detail = "another record has this id; the first in input order (file name, then index) is kept"
+        for packed in keys:
+            for measured in packed.duplicates:
+                RECORDS_REJECTED.inc()
+                yield beam.pvalue.TaggedOutput(REJECTED, reject(measured.record, "duplicate_id", detail))
+        SAMPLES_PACKED.inc(sum(len(packed.samples) for packed in keys))
+        yield shard, RowBatch(sorted(((packed.ordinal, packed.samples) for packed in keys), key=itemgetter(0)))
 
 
 class _PackShard(_PackKeys):
@@ -288,11 +298,17 @@ class _PackShard(_PackKeys):
         for batch in parts:
             for ordinal, sort_hash, row in batch:
                 by_ordinal.setdefault(ordinal, []).append((sort_hash, Measured._make(row)))
-        yield from self._pack_shard(shard, by_ordinal, num_keys)
+        yield from self._emit(shard, [self._pack_key(job, num_keys) for job in sorted(by_ordinal.items())])
 
 
 class _PackAll(_PackKeys):
-    """(0, every RowBatch of rows) -> the samples of every shard, shard after shard."""
+    """(0, every RowBatch of rows) -> the samples of every shard. The keys are packed by
+    `processes` processes, this one and helpers forked from it (see map_forked); a shard
+    is emitted once all its keys are in."""
+
+    def __init__(self, config: MosaicConfig, handle: shared.Shared, processes: int):
+        super().__init__(config, handle)
+        self.processes = processes
 
     def process(self, element, num_keys: int, num_shards: int):
         _, batches = element
@@ -304,8 +320,16 @@ class _PackAll(_PackKeys):
                 for ordinal, sort_hash in epoch_ordinals(measured.id):
                     by_ordinal.setdefault(ordinal, []).append((sort_hash, measured))
         total_keys = num_keys * self.config.epochs
-        for shard, ordinals in itertools.groupby(sorted(by_ordinal), key=lambda ordinal: shard_of(ordinal, total_keys, num_shards)):
-            yield from self._pack_shard(shard, {ordinal: by_ordinal.pop(ordinal) for ordinal in ordinals}, num_keys)
+        jobs = sorted(by_ordinal.items())
+        del by_ordinal
+        keys_in_shard = Counter(shard_of(ordinal, total_keys, num_shards) for ordinal, _ in jobs)
+        done: dict[int, list[PackedKey]] = {}
+        for packed in map_forked(functools.partial(self._pack_key, num_keys=num_keys), jobs, self.processes):
+            shard = shard_of(packed.ordinal, total_keys, num_shards)
+            keys = done.setdefault(shard, [])
+            keys.append(packed)
+            if len(keys) == keys_in_shard[shard]:
+                yield from self._emit(shard, done.pop(shard))
 
 
 class MosaicSamples(beam.PTransform):
@@ -319,14 +343,14 @@ class MosaicSamples(beam.PTransform):
     `in_one_task` is for a runner with one worker (the in-memory FnApiRunner): spreading
     shards over tasks buys it nothing, while sending each row to the shard of each of its
     epochs copies every text once per epoch through the shuffle. There every row crosses
-    the shuffle once, into one task that assigns the keys itself and packs shard after
-    shard; the samples are the same.
+    the shuffle once, into one task that assigns the keys itself and packs the shards
+    with `processes` processes (itself and forked helpers); the samples are the same.
     """
 
-    def __init__(self, config: MosaicConfig, handle: shared.Shared, num_keys, num_shards=None, in_one_task: bool = False):
+    def __init__(self, config: MosaicConfig, handle: shared.Shared, num_keys, num_shards=None, in_one_task: bool = False, processes: int = 1):
         super().__init__()
         self.config, self.handle, self.num_keys, self.num_shards = config, handle, num_keys, num_shards
-        self.in_one_task = in_one_task
+        self.in_one_task, self.processes = in_one_task, processes
 
     def expand(self, rows):
         num_keys = beam.pvalue.AsSingleton(self.num_keys)
@@ -336,7 +360,7 @@ class MosaicSamples(beam.PTransform):
         num_shards = beam.pvalue.AsSingleton(num_shards)
         if self.in_one_task:
             grouped = rows | "OneTask" >> beam.Map(lambda batch: (0, batch)).with_output_types(tuple[int, RowBatch]) | "GroupAll" >> beam.GroupByKey()
-            pack = beam.ParDo(_PackAll(self.config, self.handle), num_keys, num_shards)
+            pack = beam.ParDo(_PackAll(self.config, self.handle, self.processes), num_keys, num_shards)
         else:
             grouped = (
                 rows

@@ -136,6 +136,18 @@ class QuicktokCounter:
         return self.count(texts)
 
 
+def _tokenizers_serial_after_fork() -> None:
+    """A forked child has none of its parent's threads, so the Rust thread pool of Hugging
+    Face tokenizers would wait for them forever; the child counts in its own thread.
+    (The library does this itself only when TOKENIZERS_PARALLELISM is unset, and the
+    counter below sets it.)"""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_tokenizers_serial_after_fork)
+
+
 class HuggingFaceCounter:
     """A Hugging Face tokenizer; the fast (Rust) backend is called directly on batches.
 
