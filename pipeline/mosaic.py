@@ -8,16 +8,15 @@ import math
 import platform
 from collections import Counter
 from importlib import metadata
-from operator import itemgetter
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils import shared
 
 from pipeline.runner import pack_processes, runs_in_one_process
-from transforms.mosaic import SAMPLES, MeasureRecords, MosaicConfig, MosaicSamples, keys_per_epoch
-from transforms.read import RECORDS, REJECTED, ReadRecords
+from transforms.mosaic import SAMPLES, STATS, MosaicConfig, MosaicSamples, ReadAndMeasure, keys_per_epoch
+from transforms.read import REJECTED
 from transforms.write import SAMPLE_FORMATS, WriteRejected, WriteShards, write_atomically
 
 KEYS_PER_SHARD = 8  # default sharding: one output shard per 8 (epoch, key) packing keys
@@ -44,22 +43,6 @@ class SumCounters(beam.CombineFn):
 
     def extract_output(self, accumulator):
         return dict(accumulator)
-
-
-def sample_stats(samples: Sequence[dict]) -> Counter:
-    """(section, name) -> count over the samples, for the manifest; each field is tallied
-    by one Counter pass, then per distinct value."""
-    counts = Counter()
-    for (epoch, size), n in Counter(map(itemgetter("epoch", "count"), samples)).items():
-        counts["samples", str(epoch)] += n
-        counts["records", str(epoch)] += n * size
-        counts["group_size", str(size)] += n
-    for (strategy, rule), n in Counter(map(itemgetter("strategy", "rule"), samples)).items():
-        counts["strategy", strategy] += n
-        counts["rule", rule or "none"] += n
-    for n_tokens, n in Counter(map(itemgetter("n_tokens"), samples)).items():
-        counts["n_tokens", str(n_tokens)] += n
-    return counts
 
 
 def token_summary(histogram: Mapping[str, int]) -> dict[str, int]:
@@ -143,25 +126,24 @@ def build_mosaic_pipeline(
 ):
     """Wires the whole run; returns the PCollection holding the manifest path."""
     handle = shared.Shared()
-    read = pipeline | "Read" >> ReadRecords(inputs)
-    measured = read[RECORDS] | "Measure" >> MeasureRecords(config, handle)
+    in_one_task, processes = runs_in_one_process(pipeline.options), pack_processes(pipeline.options)
+    measured = pipeline | "ReadAndMeasure" >> ReadAndMeasure(inputs, config, handle, in_one_task, processes)
     rows = measured["rows"]
 
     valid_count = rows | "CountValid" >> beam.Map(len) | "SumValid" >> beam.CombineGlobally(sum)
     num_keys = valid_count | "KeysPerEpoch" >> beam.Map(keys_per_epoch, config.records_per_key)
     total_keys = num_keys | "TotalKeys" >> beam.Map(lambda keys: keys * config.epochs)
     sample_shards = total_keys | "SampleShards" >> beam.Map(lambda keys: num_shards or default_num_shards(keys))
-    in_one_task = runs_in_one_process(pipeline.options)
-    packed = rows | "Mosaic" >> MosaicSamples(config, handle, num_keys, sample_shards, in_one_task, pack_processes(pipeline.options))
+    packed = rows | "Mosaic" >> MosaicSamples(config, handle, num_keys, sample_shards, in_one_task, processes)
     sample_rows = packed[SAMPLES]
     sample_files = sample_rows | "WriteSamples" >> WriteShards(output, [SAMPLE_FORMATS[name] for name in formats], sample_shards)
 
-    rejected = (read[REJECTED], measured[REJECTED], packed[REJECTED]) | "AllRejected" >> beam.Flatten()
+    rejected = (measured[REJECTED], packed[REJECTED]) | "AllRejected" >> beam.Flatten()
     rejected_files = rejected | "WriteRejected" >> WriteRejected(output)
 
     stats = (
         (
-            sample_rows | "SampleStats" >> beam.MapTuple(lambda shard, parts: sample_stats([row for _, rows in parts for row in rows])),
+            packed[STATS],
             rejected | "RejectStats" >> beam.Map(lambda rejection: Counter({("rejected", rejection.reason): 1})),
             valid_count | "ValidStats" >> beam.Map(lambda count: Counter({("input", "valid"): count})),
         )

@@ -20,7 +20,7 @@ from transforms.core.randomness import HashStream
 from transforms.core.records import Record
 from transforms.core.rules import load_rules
 from transforms.core.strategies import compose
-from transforms.core.tokens import BYTE_LEVEL_CUTS, METASPACE_CUTS, NO_PART, HuggingFaceCounter, LengthTemplate, QuicktokCounter, SampleLengths, Spliced, cut_rule
+from transforms.core.tokens import BYTE_LEVEL_CUTS, METASPACE_CUTS, HuggingFaceCounter, LengthTemplate, QuicktokCounter, SampleLengths, Spliced, cut_rule
 
 SPECIALS = ["<|begin_of_text|>", "<|eot_id|>"]
 # Pieces that exercise every alternative of the pre-tokenizer grammars: contractions, letter

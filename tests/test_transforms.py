@@ -12,8 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils import shared
 
 from tests.shared_data import write_jsonl
-from transforms.core.records import Record
-from transforms.mosaic import MeasureRecords, MosaicConfig, MosaicSamples
+from transforms.mosaic import MosaicConfig, MosaicSamples, ReadAndMeasure
 from transforms.read import REJECTED, ReadRecords, expand_inputs
 
 CONFIG = MosaicConfig(
@@ -54,39 +53,49 @@ def _placed_once_per_epoch(ids, epochs):
     return check
 
 
-RECORDS = [Record(f"r{i}", f"Task number {i} " + "x " * (i % 9), "", f"Reply {i}", f"f:{i}") for i in range(45)]
+RECORDS = [{"id": f"r{i}", "instruction": f"Task number {i} " + "x " * (i % 9), "output": f"Reply {i}"} for i in range(45)]
+TOO_LONG = {"id": "long", "instruction": "word " * 80, "output": "reply"}
+
+
+def write_inputs(directory: Path, *files: list) -> list[str]:
+    return [str(write_jsonl(directory / f"part-{i}.jsonl", rows)) for i, rows in enumerate(files)]
 
 
 @pytest.mark.parametrize("in_one_task", [False, True])
-def test_measure_and_mosaic_place_every_record_once_per_epoch(in_one_task):
-    too_long = Record("long", "word " * 80, "", "reply", "f:45")
+def test_read_measure_and_mosaic_place_every_record_once_per_epoch(in_one_task, tmp_path):
+    paths = write_inputs(tmp_path, RECORDS[:20], RECORDS[20:] + [TOO_LONG, "not json"])
     handle = shared.Shared()
     with TestPipeline() as p:
-        measured = p | beam.Create(RECORDS + [too_long]) | MeasureRecords(CONFIG, handle)
+        measured = p | ReadAndMeasure(paths, CONFIG, handle, in_one_task, processes=2)
         num_keys = p | "Keys" >> beam.Create([4])
-        packed = measured.rows | MosaicSamples(CONFIG, handle, num_keys, in_one_task=in_one_task)
-        assert_that(packed.samples, _placed_once_per_epoch([r.id for r in RECORDS], CONFIG.epoch_numbers))
+        packed = measured["rows"] | MosaicSamples(CONFIG, handle, num_keys, in_one_task=in_one_task, processes=2)
+        assert_that(packed.samples, _placed_once_per_epoch([r["id"] for r in RECORDS], CONFIG.epoch_numbers))
         assert_that(packed[REJECTED], equal_to([]), label="no duplicates")
-        assert_that(measured[REJECTED] | beam.Map(lambda r: (r.source, r.reason)), equal_to([("long", "over_budget")]), label="over budget")
+        rejected = measured[REJECTED] | beam.Map(lambda r: (r.source, r.reason))
+        assert_that(rejected, equal_to([("long", "over_budget"), ("part-1.jsonl:26", "malformed_json")]), label="rejected")
 
 
-def test_packing_in_one_task_gives_the_samples_and_rejections_of_packing_by_shard():
-    duplicate = Record("r3", "A later record reusing an id", "", "dropped", "g:0")
+def test_one_task_with_forked_helpers_gives_the_samples_and_rejections_of_the_spread_plan(tmp_path):
+    duplicate = {"id": "r3", "instruction": "A later record reusing an id", "output": "dropped"}
+    paths = write_inputs(tmp_path, RECORDS[:15], RECORDS[15:30] + [TOO_LONG], RECORDS[30:], [duplicate, "[1]"])
     handle = shared.Shared()
 
-    def everything(packed, label):
+    def everything(p, label, **plan):
+        measured = p | f"{label}Read" >> ReadAndMeasure(paths, CONFIG, handle, **plan)
+        packed = measured["rows"] | f"{label}Pack" >> MosaicSamples(CONFIG, handle, num_keys, num_shards, **plan)
         samples = packed.samples | f"{label}Samples" >> beam.FlatMap(lambda shard: [(shard[0], ordinal, s) for ordinal, ss in shard[1] for s in ss])
-        rejected = packed[REJECTED] | f"{label}Rejected" >> beam.Map(lambda r: ("rejected", r.source, r.reason))
-        both = (samples, rejected) | f"{label}All" >> beam.Flatten()
+        rejected = (measured[REJECTED], packed[REJECTED]) | f"{label}Rejections" >> beam.Flatten()
+        reasons = rejected | f"{label}Rejected" >> beam.Map(lambda r: ("rejected", r.source, r.reason))
+        both = (samples, reasons) | f"{label}All" >> beam.Flatten()
         return both | f"{label}List" >> beam.combiners.ToList() | f"{label}Sort" >> beam.Map(lambda items: sorted(map(repr, items)))
 
     with TestPipeline() as p:
-        measured = p | beam.Create(RECORDS + [duplicate]) | MeasureRecords(CONFIG, handle)
         num_keys = p | "Keys" >> beam.Create([4])
         num_shards = p | "Shards" >> beam.Create([5])
-        one = everything(measured.rows | "OneTask" >> MosaicSamples(CONFIG, handle, num_keys, num_shards, in_one_task=True), "One")
-        spread = everything(measured.rows | "ByShard" >> MosaicSamples(CONFIG, handle, num_keys, num_shards), "Spread")
-        same = one | beam.Map(lambda a, b: a == b and any("duplicate_id" in item for item in a), beam.pvalue.AsSingleton(spread))
+        one = everything(p, "One", in_one_task=True, processes=3)
+        spread = everything(p, "Spread")
+        reasons = ("duplicate_id", "over_budget", "not_an_object")
+        same = one | beam.Map(lambda a, b: a == b and all(any(reason in item for item in a) for reason in reasons), beam.pvalue.AsSingleton(spread))
         assert_that(same, equal_to([True]))
 
 

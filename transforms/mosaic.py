@@ -9,7 +9,7 @@ import pickle
 from collections import Counter
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 import zstandard
@@ -18,14 +18,15 @@ from apache_beam.utils import shared
 
 from transforms.core.packing import KeyPacker, Measured, Overheads, PackSettings, order_records
 from transforms.core.randomness import RecordKeys
-from transforms.core.records import Record, reject
+from transforms.core.records import Record, Rejection, reject
 from transforms.core.rules import load_rules, parse_rules
 from transforms.core.tokens import LengthTemplate, SampleLengths, load_counter
 from transforms.forked import map_forked
-from transforms.progress import RECORDS_REJECTED, RECORDS_TOKENIZED, SAMPLES_PACKED
-from transforms.read import REJECTED
+from transforms.progress import RECORDS_READ, RECORDS_REJECTED, RECORDS_TOKENIZED, SAMPLES_PACKED
+from transforms.read import RECORDS, REJECTED, ReadRecords, read_file
 
 SAMPLES = "samples"
+STATS = "stats"  # (section, name) -> count over a shard's samples, for the manifest
 # Records measured per tokenizer call; their rows also travel together through the shuffle.
 MEASURE_BATCH = 4096
 
@@ -101,16 +102,17 @@ class RowBatch:
 
     Pickle turns plain tuples, str and int into bytes 2-3x faster than Beam's
     per-element coder, and a batch is unpickled only where it is read: Beam's in-memory
-    runner decodes and re-encodes every value it groups. Zstandard at level 1 shrinks
-    text 3-5x at over 500 MB/s, and a runner holds the whole shuffle, in some copies,
+    runner decodes and re-encodes every value it groups. Zstandard at level 3 shrinks
+    text 3-5x at several hundred MB/s, and a runner holds the whole shuffle, in some copies,
     in memory. Beam also samples the size of elements by encoding them; RowBatchCoder
     estimates it from the first item instead.
     """
 
-    __slots__ = ("_items", "_encoded")
+    __slots__ = ("_items", "_encoded", "_count")
 
-    def __init__(self, items: Optional[list] = None, encoded: Optional[bytes] = None):
+    def __init__(self, items: Optional[list] = None, encoded: Optional[bytes] = None, count: Optional[int] = None):
         self._items, self._encoded = items, encoded
+        self._count = len(items) if items is not None else count
 
     @property
     def items(self) -> list:
@@ -122,7 +124,13 @@ class RowBatch:
         return iter(self.items)
 
     def __len__(self) -> int:
-        return len(self.items)
+        if self._count is None:
+            self._count = len(self.items)
+        return self._count
+
+    def __reduce__(self):
+        # Pickled as its encoding (what a forked helper sends back), with its length.
+        return RowBatch, (None, self.encoded(), len(self))
 
     def encoded(self) -> bytes:
         if self._encoded is None:
@@ -166,9 +174,20 @@ class RowBatchCoder(beam.coders.Coder):
 beam.coders.registry.register_coder(RowBatch, RowBatchCoder)
 
 
+def measure_rows(lengths: SampleLengths, records: Sequence[Record], max_length: int) -> tuple[list[Row], list[Rejection]]:
+    """Rows of the records (one tokenizer call for all), and rejections of those alone over the budget."""
+    rows, rejected = [], []
+    for record, (n_tokens, prompt_part, output_part) in zip(records, lengths.measure([(r.prompt, r.output) for r in records])):
+        if n_tokens > max_length:
+            rejected.append(reject(record, "over_budget", f"{n_tokens} tokens on its own, over --max-length {max_length}"))
+        else:
+            rows.append(tuple(Measured.of(record, n_tokens, prompt_part, output_part)))
+    return rows, rejected
+
+
 class _MeasureRecords(_WithResources):
-    """Measures records MEASURE_BATCH at a time, one tokenizer call each, and emits their
-    rows as RowBatches; a record alone over the budget is rejected.
+    """Measures records MEASURE_BATCH at a time and emits their rows as RowBatches; a
+    record alone over the budget is rejected.
 
     It batches by itself rather than after BatchElements: Beam samples the size of a
     PCollection's elements by encoding them, which for lists of records means pickling.
@@ -188,29 +207,97 @@ class _MeasureRecords(_WithResources):
 
     def _measure(self, wrap):
         batch, self._batch = self._batch, []
-        rows = []
-        measured = self.resources.lengths.measure([(r.prompt, r.output) for r in batch])
+        rows, rejected = measure_rows(self.resources.lengths, batch, self.config.max_length)
         RECORDS_TOKENIZED.inc(len(batch))
-        for record, (n_tokens, prompt_part, output_part) in zip(batch, measured):
-            if n_tokens > self.config.max_length:
-                RECORDS_REJECTED.inc()
-                detail = f"{n_tokens} tokens on its own, over --max-length {self.config.max_length}"
-                yield beam.pvalue.TaggedOutput(REJECTED, wrap(reject(record, "over_budget", detail)))
-            else:
-                rows.append(tuple(Measured.of(record, n_tokens, prompt_part, output_part)))
+        RECORDS_REJECTED.inc(len(rejected))
+        for rejection in rejected:
+            yield beam.pvalue.TaggedOutput(REJECTED, wrap(rejection))
         if rows:
             yield wrap(RowBatch(rows))
 
 
-class MeasureRecords(beam.PTransform):
-    """Records -> RowBatches of rows with their exact token length (main) and over-budget rejections."""
+class FileRows(NamedTuple):
+    """One input file, read and measured."""
 
-    def __init__(self, config: MosaicConfig, handle: shared.Shared):
+    read: int  # its records and unreadable entries
+    tokenized: int
+    batches: list[RowBatch]  # its rows, MEASURE_BATCH records' worth each
+    rejected: list[Rejection]
+
+
+class _ReadAndMeasureFiles(_WithResources):
+    """[every input path] -> RowBatches and rejections; the files are read and measured by
+    `processes` processes, this one and helpers forked from it (see map_forked)."""
+
+    def __init__(self, config: MosaicConfig, handle: shared.Shared, processes: int):
+        super().__init__(config, handle)
+        self.processes = processes
+
+    def process(self, paths: list[str]):
+        for file_rows in map_forked(self._read_and_measure, paths, self.processes):
+            RECORDS_READ.inc(file_rows.read)
+            RECORDS_TOKENIZED.inc(file_rows.tokenized)
+            RECORDS_REJECTED.inc(len(file_rows.rejected))
+            for rejection in file_rows.rejected:
+                yield beam.pvalue.TaggedOutput(REJECTED, rejection)
+            yield from file_rows.batches
+
+    def _read_and_measure(self, path: str) -> FileRows:
+        read, records, rejected = 0, [], []
+        for item in read_file(path):
+            read += 1
+            (records if isinstance(item, Record) else rejected).append(item)
+        batches = []
+        for start in range(0, len(records), MEASURE_BATCH):
+            rows, over_budget = measure_rows(self.resources.lengths, records[start : start + MEASURE_BATCH], self.config.max_length)
+            rejected += over_budget
+            if rows:
+                batches.append(RowBatch(rows))
+        return FileRows(read, len(records), batches, rejected)
+
+
+class ReadAndMeasure(beam.PTransform):
+    """Input paths -> {"rows": RowBatches of rows with their exact token length, REJECTED:
+    unreadable and over-budget records}.
+
+    On a runner with many workers, files are spread over them and their records are
+    measured MEASURE_BATCH at a time. With `in_one_task` (the in-memory runner, see
+    MosaicSamples), one task reads and measures every file, with `processes` processes.
+    """
+
+    def __init__(self, paths: Sequence[str], config: MosaicConfig, handle: shared.Shared, in_one_task: bool = False, processes: int = 1):
         super().__init__()
-        self.config, self.handle = config, handle
+        self.paths, self.config, self.handle = list(paths), config, handle
+        self.in_one_task, self.processes = in_one_task, processes
 
-    def expand(self, records):
-        return records | "Count" >> beam.ParDo(_MeasureRecords(self.config, self.handle)).with_output_types(RowBatch).with_outputs(REJECTED, main="rows")
+    def expand(self, pbegin):
+        if self.in_one_task:
+            measured = (
+                pbegin
+                | "AllFiles" >> beam.Create([self.paths])
+                | "ReadAndMeasure" >> beam.ParDo(_ReadAndMeasureFiles(self.config, self.handle, self.processes)).with_output_types(RowBatch).with_outputs(REJECTED, main="rows")
+            )
+            return {"rows": measured.rows, REJECTED: measured[REJECTED]}
+        read = pbegin | "Read" >> ReadRecords(self.paths)
+        measured = read[RECORDS] | "Measure" >> beam.ParDo(_MeasureRecords(self.config, self.handle)).with_output_types(RowBatch).with_outputs(REJECTED, main="rows")
+        rejected = (read[REJECTED], measured[REJECTED]) | "Rejected" >> beam.Flatten()
+        return {"rows": measured.rows, REJECTED: rejected}
+
+
+def sample_stats(samples: Sequence[dict]) -> Counter:
+    """(section, name) -> count over the samples, for the manifest; each field is tallied
+    by one Counter pass, then per distinct value."""
+    counts = Counter()
+    for (epoch, size), n in Counter(map(itemgetter("epoch", "count"), samples)).items():
+        counts["samples", str(epoch)] += n
+        counts["records", str(epoch)] += n * size
+        counts["group_size", str(size)] += n
+    for (strategy, rule), n in Counter(map(itemgetter("strategy", "rule"), samples)).items():
+        counts["strategy", strategy] += n
+        counts["rule", rule or "none"] += n
+    for n_tokens, n in Counter(map(itemgetter("n_tokens"), samples)).items():
+        counts["n_tokens", str(n_tokens)] += n
+    return counts
 
 
 def keys_per_epoch(record_count: int, records_per_key: int) -> int:
@@ -259,6 +346,7 @@ class _AssignShards(beam.DoFn):
 class PackedKey(NamedTuple):
     ordinal: int
     samples: list[dict]
+    stats: Counter  # sample_stats of the samples, tallied where they are made
     duplicates: list[Measured]  # records whose id an earlier record (by origin) has; only in the run's first epoch
 
 
@@ -276,8 +364,8 @@ class _PackKeys(_WithResources):
         ordinal, items = job
         position, key = divmod(ordinal, num_keys)
         kept, duplicates = order_records(items)
-        samples = self.packer.pack(kept, self.config.epoch_offset + position, key)
-        return PackedKey(ordinal, [sample._asdict() for sample in samples], duplicates if position == 0 else [])
+        samples = [sample._asdict() for sample in self.packer.pack(kept, self.config.epoch_offset + position, key)]
+        return PackedKey(ordinal, samples, sample_stats(samples), duplicates if position == 0 else [])
 
     def _emit(self, shard: int, keys: list[PackedKey]):
         detail = "another record has this id; the first in input order (file name, then index) is kept"
@@ -286,6 +374,7 @@ class _PackKeys(_WithResources):
                 RECORDS_REJECTED.inc()
                 yield beam.pvalue.TaggedOutput(REJECTED, reject(measured.record, "duplicate_id", detail))
         SAMPLES_PACKED.inc(sum(len(packed.samples) for packed in keys))
+        yield beam.pvalue.TaggedOutput(STATS, sum((packed.stats for packed in keys), Counter()))
         yield shard, RowBatch(sorted(((packed.ordinal, packed.samples) for packed in keys), key=itemgetter(0)))
 
 
@@ -334,7 +423,8 @@ class _PackAll(_PackKeys):
 
 class MosaicSamples(beam.PTransform):
     """RowBatches -> (shard, RowBatch of (key ordinal, [sample dict])) for every output
-    shard that holds samples, and duplicate-id rejections.
+    shard that holds samples (main), the shards' sample_stats (STATS) and duplicate-id
+    rejections (REJECTED).
 
     Rows are grouped once, by the output shard of their (epoch, key), so samples are
     written where they are packed. `num_keys` (keys per epoch) and `num_shards` are
@@ -368,4 +458,4 @@ class MosaicSamples(beam.PTransform):
                 | "GroupByShard" >> beam.GroupByKey()
             )
             pack = beam.ParDo(_PackShard(self.config, self.handle), num_keys)
-        return grouped | "PackShards" >> pack.with_output_types(tuple[int, RowBatch]).with_outputs(REJECTED, main=SAMPLES)
+        return grouped | "PackShards" >> pack.with_output_types(tuple[int, RowBatch]).with_outputs(REJECTED, STATS, main=SAMPLES)
