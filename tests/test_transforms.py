@@ -43,7 +43,7 @@ def _placed_once_per_epoch(ids, epochs):
     def check(elements):
         per_epoch = {}
         for _, keys in elements:
-            for sample in (sample for _, samples in keys for sample in samples):
+            for sample in (json.loads(line) for _, lines in keys for line in lines):
                 per_epoch.setdefault(sample["epoch"], Counter()).update(sample["sources"])
                 assert sample["n_tokens"] <= CONFIG.max_length
         assert sorted(per_epoch) == list(epochs)

@@ -24,6 +24,7 @@ from transforms.core.tokens import LengthTemplate, SampleLengths, load_counter
 from transforms.forked import map_forked
 from transforms.progress import RECORDS_READ, RECORDS_REJECTED, RECORDS_TOKENIZED, SAMPLES_PACKED
 from transforms.read import RECORDS, REJECTED, ReadRecords, read_file
+from transforms.write import json_line
 
 SAMPLES = "samples"
 STATS = "stats"  # (section, name) -> count over a shard's samples, for the manifest
@@ -345,13 +346,13 @@ class _AssignShards(beam.DoFn):
 
 class PackedKey(NamedTuple):
     ordinal: int
-    samples: list[dict]
+    samples: list[bytes]  # JSON lines (json_line)
     stats: Counter  # sample_stats of the samples, tallied where they are made
     duplicates: list[Measured]  # records whose id an earlier record (by origin) has; only in the run's first epoch
 
 
 class _PackKeys(_WithResources):
-    """Packs (epoch, key)s; emits (shard, RowBatch of (key ordinal, [sample dict])) and the
+    """Packs (epoch, key)s; emits (shard, RowBatch of (key ordinal, [sample JSON line])) and the
     duplicate-id rejections."""
 
     def setup(self):
@@ -365,7 +366,7 @@ class _PackKeys(_WithResources):
         position, key = divmod(ordinal, num_keys)
         kept, duplicates = order_records(items)
         samples = [sample._asdict() for sample in self.packer.pack(kept, self.config.epoch_offset + position, key)]
-        return PackedKey(ordinal, samples, sample_stats(samples), duplicates if position == 0 else [])
+        return PackedKey(ordinal, [json_line(sample) for sample in samples], sample_stats(samples), duplicates if position == 0 else [])
 
     def _emit(self, shard: int, keys: list[PackedKey]):
         detail = "another record has this id; the first in input order (file name, then index) is kept"
@@ -422,7 +423,7 @@ class _PackAll(_PackKeys):
 
 
 class MosaicSamples(beam.PTransform):
-    """RowBatches -> (shard, RowBatch of (key ordinal, [sample dict])) for every output
+    """RowBatches -> (shard, RowBatch of (key ordinal, [sample JSON line])) for every output
     shard that holds samples (main), the shards' sample_stats (STATS) and duplicate-id
     rejections (REJECTED).
 
