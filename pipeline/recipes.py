@@ -14,6 +14,7 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from pipeline.errors import CommandParser, UsageError
+from pipeline.runner import LocalRunOptions
 
 
 class RecipeError(UsageError):
@@ -32,8 +33,10 @@ def _actions(classes: Sequence[Type[PipelineOptions]]) -> dict[str, list[argpars
     return actions
 
 
-def _beam_option_classes() -> list[Type[PipelineOptions]]:
-    return list({str(cls): cls for cls in PipelineOptions.__subclasses__() if cls.__module__.startswith("apache_beam.")}.values())
+def _runner_option_classes() -> list[Type[PipelineOptions]]:
+    """Beam's option classes, and the options of this project's local runs."""
+    beam = {str(cls): cls for cls in PipelineOptions.__subclasses__() if cls.__module__.startswith("apache_beam.")}
+    return [*beam.values(), LocalRunOptions]
 
 
 def _flags(key: str, value: Any, actions: list[argparse.Action], where: str) -> list[str]:
@@ -75,7 +78,7 @@ def recipe_flags(path: str, options_class: Type[PipelineOptions]) -> list[str]:
         return []
     if not isinstance(recipe, dict):
         raise RecipeError(f"--config '{path}' must hold a mapping of option names to values")
-    actions = {**_actions(_beam_option_classes()), **_actions([options_class])}
+    actions = {**_actions(_runner_option_classes()), **_actions([options_class])}
     flags = []
     for key, value in recipe.items():
         dest = str(key).replace("-", "_")
@@ -90,7 +93,7 @@ def recipe_flags(path: str, options_class: Type[PipelineOptions]) -> list[str]:
 def effective_config(argv: Sequence[str], options_class: Type[PipelineOptions]) -> dict:
     """The command's own options (all of them), then Beam options that differ from their defaults."""
     options = options_class(list(argv))
-    own, beam = _actions([options_class]), _actions(_beam_option_classes())
+    own, beam = _actions([options_class]), _actions(_runner_option_classes())
     everything = options.get_all_options(retain_unknown_options=False)
     changed = options.get_all_options(drop_default=True, retain_unknown_options=False)
     config = {dest: everything[dest] for dest in own}

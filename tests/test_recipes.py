@@ -24,10 +24,10 @@ def test_a_recipe_sets_options_and_the_command_line_overrides_it(tmp_path):
     assert overridden.input == ["c.json"]
 
 
-def test_a_recipe_may_hold_beam_options(tmp_path):
-    recipe = _recipe(tmp_path, "direct_running_mode: multi_processing\ndirect_num_workers: 2\nsave_main_session: true\n")
+def test_a_recipe_may_hold_runner_options(tmp_path):
+    recipe = _recipe(tmp_path, "direct_running_mode: multi_processing\ndirect_num_workers: 2\nsave_main_session: true\npack_processes: 3\n")
     assert recipe_flags(recipe, MosaicOptions) == [
-        "--direct_running_mode=multi_processing", "--direct_num_workers=2", "--save_main_session",
+        "--direct_running_mode=multi_processing", "--direct_num_workers=2", "--save_main_session", "--pack-processes=3",
     ]
 
 
@@ -62,11 +62,12 @@ def test_a_missing_recipe_is_an_error(tmp_path):
 
 
 def test_print_config_prints_the_effective_configuration_and_runs_nothing(tmp_path, capsys):
-    recipe = _recipe(tmp_path, f"wrap_mode: exp\noutput: {tmp_path / 'out'}\ndirect_num_workers: 2\n")
+    recipe = _recipe(tmp_path, f"wrap_mode: exp\noutput: {tmp_path / 'out'}\ndirect_num_workers: 2\npack_processes: 1\n")
     assert main(["run", "--config", recipe, "--seed", "7", "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert list(printed)[:3] == ["input", "output", "tokenizer"]  # the options in their declared order
     assert (printed["wrap_mode"], printed["seed"], printed["epochs"], printed["direct_num_workers"]) == ("exp", 7, 4, 2)
+    assert printed["pack_processes"] == 1
     assert "runner" not in printed  # Beam options only when they differ from their default
     assert not (tmp_path / "out").exists()
 

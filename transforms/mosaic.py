@@ -375,7 +375,10 @@ class _PackKeys(_WithResources):
                 RECORDS_REJECTED.inc()
                 yield beam.pvalue.TaggedOutput(REJECTED, reject(measured.record, "duplicate_id", detail))
         SAMPLES_PACKED.inc(sum(len(packed.samples) for packed in keys))
-        yield beam.pvalue.TaggedOutput(STATS, sum((packed.stats for packed in keys), Counter()))
+        stats = Counter()
+        for packed in keys:
+            stats.update(packed.stats)
+        yield beam.pvalue.TaggedOutput(STATS, stats)
         yield shard, RowBatch(sorted(((packed.ordinal, packed.samples) for packed in keys), key=itemgetter(0)))
 
 

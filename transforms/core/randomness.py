@@ -70,7 +70,9 @@ class HashStream:
         return self.bits64() & 1 == 1
 
     def choice(self, options: Sequence[T]) -> T:
-        return options[self.below(len(options))]
+        if not options:
+            raise ValueError("choice() needs a non-empty sequence")
+        return options[self.bits64() % len(options)]  # below(), inlined: compose draws this most
 
     def shuffle(self, items: MutableSequence[T]) -> None:
         """Fisher-Yates, in place."""

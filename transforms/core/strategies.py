@@ -133,6 +133,12 @@ def layout_parts(layout: str) -> tuple[tuple[str, Optional[str]], ...]:
     return tuple((literal, field) for literal, field, _, _ in string.Formatter().parse(layout))
 
 
+@functools.lru_cache(maxsize=4096)
+def numbered(template: str, count: int) -> tuple[str, ...]:
+    """A label or tag numbered 1..count: the few distinct ones are formatted once."""
+    return tuple(template.format(n=n) for n in range(1, count + 1))
+
+
 def draw_kind(strategy: str, stream: HashStream) -> str:
     return stream.choice(_KIND_CHOICES[strategy])
 
@@ -174,7 +180,7 @@ class _Formatter:
         if label and stream.coin():
             label = label.rstrip() + "\n"
         self.label = label
-        self.labels = [label.format(n=position + 1) for position in range(len(prompts))]
+        self.labels = numbered(label, len(prompts))
         self.tags = stream.choice(rules.tags) if stream.coin() else None
         self.separator = stream.choice(rules.instruction_separators)
         self.layout = stream.choice(rules.layouts)
@@ -229,29 +235,33 @@ class _Formatter:
     def _responses(self, order: Sequence[int]) -> tuple[list[str], list[int]]:
         pieces: list[str] = []
         slots: list[int] = []
+        if self.tags:
+            begins, ends = (numbered(tag, len(self.prompts)) for tag in self.tags)
         for position in order:
             if pieces:
                 pieces.append(self.rules.response_separator)
             pieces.append(self.labels[position])
             if self.tags:
-                begin, end = (tag.format(n=position + 1) for tag in self.tags)
-                pieces += (begin, "\n")
+                pieces += (begins[position], "\n")
                 slots.append(len(pieces))
-                pieces += (self.outputs[position], "\n", end)
+                pieces += (self.outputs[position], "\n", ends[position])
             else:
                 slots.append(len(pieces))
                 pieces.append(self.outputs[position])
         return pieces, slots
 
     def _draw_rule(self, table: dict) -> Optional[str]:
-        numbered = bool(self.label)
-        usable = [rule for rule in table if _applicable(rule, self.prompts, numbered)]
+        usable = [rule for rule in table if _applicable(rule, self.prompts, bool(self.label))]
         return self.stream.choice(usable) if usable else None
 
     def _format_phrasing(self) -> str:
         kind = _FORMAT_KIND[bool(self.label), bool(self.tags)]
-        phrasing = self.stream.choice(self.rules.format[kind])
-        fields = {"label": f'"{self.labels[0].strip()}"'}
-        if self.tags:
-            fields["begin"], fields["end"] = (f'"{tag.format(n="N")}"' for tag in self.tags)
-        return phrasing.format(**fields)
+        return _filled_phrasing(self.stream.choice(self.rules.format[kind]), self.labels[0], self.tags)
+
+
+@functools.lru_cache(maxsize=4096)
+def _filled_phrasing(phrasing: str, first_label: str, tags: Optional[tuple[str, str]]) -> str:
+    fields = {"label": f'"{first_label.strip()}"'}
+    if tags:
+        fields["begin"], fields["end"] = (f'"{tag.format(n="N")}"' for tag in tags)
+    return phrasing.format(**fields)
