@@ -1,6 +1,6 @@
 """Benchmark of `mosaic-it run` on the DirectRunner: speed, memory, the floor and the original's cost model.
 
-    /work/venv/bin/python tests/benchmarks/bench_mosaic.py            # every in-memory row (about 15 minutes)
+    /work/venv/bin/python tests/benchmarks/bench_mosaic.py            # every in-memory row (about 10 minutes)
     /work/venv/bin/python tests/benchmarks/bench_mosaic.py --quick    # 55k T0 records and 10k Alpaca records only
 
 Each row runs the CLI in a fresh process on inputs built from ../shared/data and prints:
