@@ -14,7 +14,9 @@ from pipeline.cli import start  # noqa: E402
 from tests.corpus import write_corpus  # noqa: E402
 
 IMAGE = "us-central1-docker.pkg.dev/my-project/mosaic/mosaic-it:2025-03-01"
-STAGES = {"Read", "Measure", "CountValid", "Mosaic", "WriteSamples", "WriteRejected", "WriteManifest", "PublishRun"}
+STAGES = {"ReadAndMeasure", "CountValid", "Mosaic", "WriteSamples", "WriteRejected", "WriteManifest", "PublishRun"}
+# Dataflow gets the plan for many workers: files spread over them, rows grouped by output shard.
+SPREAD_PLAN = {"ReadAndMeasure/Read", "ReadAndMeasure/Measure", "Mosaic/AssignShards", "Mosaic/GroupByShard"}
 
 
 def test_the_dataflow_job_holds_every_stage_and_runs_in_the_project_image(tmp_path):
@@ -29,8 +31,9 @@ def test_the_dataflow_job_holds_every_stage_and_runs_in_the_project_image(tmp_pa
     assert started.manifest == "gs://my-bucket/mosaic/2025-03-01/manifest.json"
 
     components = started.result.job.proto_pipeline.components
-    top_level = {transform.unique_name for transform in components.transforms.values() if "/" not in transform.unique_name}
-    assert STAGES <= top_level
+    names = {transform.unique_name for transform in components.transforms.values()}
+    assert STAGES <= {name for name in names if "/" not in name}
+    assert SPREAD_PLAN <= names and "Mosaic/GroupAll" not in names
     images = {
         beam_runner_api_pb2.DockerPayload.FromString(environment.payload).container_image
         for environment in components.environments.values()
