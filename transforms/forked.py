@@ -13,6 +13,7 @@ import gc
 import multiprocessing
 import os
 import queue
+import sys
 import threading
 import traceback
 from multiprocessing.connection import Connection, wait
@@ -34,7 +35,9 @@ def available_cpus() -> int:
 
 
 def can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+    """Forking a process that runs threads is only safe where system libraries allow it:
+    Linux, not macOS (whose frameworks may crash in a forked child)."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
 def map_forked(function: Callable[[Job], Result], jobs: Sequence[Job], processes: int) -> Iterator[Result]:
