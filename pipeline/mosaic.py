@@ -15,9 +15,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils import shared
 
 from pipeline.runner import pack_processes, runs_in_one_process
-from transforms.mosaic import SAMPLES, STATS, MosaicConfig, MosaicSamples, ReadAndMeasure, keys_per_epoch
+from transforms.mosaic import STATS, MosaicConfig, MosaicShards, ReadAndMeasure, keys_per_epoch
 from transforms.read import REJECTED
-from transforms.write import SAMPLE_FORMATS, WriteRejected, WriteShards, write_atomically
+from transforms.write import SAMPLE_FORMATS, WriteRejected, write_atomically
 
 KEYS_PER_SHARD = 8  # default sharding: one output shard per 8 (epoch, key) packing keys
 _PACKAGES = ("mosaic-it-beam", "apache-beam", "transformers", "tokenizers", "fastavro", "quicktok-v1", "pyyaml")
@@ -134,9 +134,9 @@ def build_mosaic_pipeline(
     num_keys = valid_count | "KeysPerEpoch" >> beam.Map(keys_per_epoch, config.records_per_key)
     total_keys = num_keys | "TotalKeys" >> beam.Map(lambda keys: keys * config.epochs)
     sample_shards = total_keys | "SampleShards" >> beam.Map(lambda keys: num_shards or default_num_shards(keys))
-    packed = rows | "Mosaic" >> MosaicSamples(config, handle, num_keys, sample_shards, in_one_task, processes)
-    sample_rows = packed[SAMPLES]
-    sample_files = sample_rows | "WriteSamples" >> WriteShards(output, [SAMPLE_FORMATS[name] for name in formats], sample_shards)
+    sample_formats = [SAMPLE_FORMATS[name] for name in formats]
+    packed = rows | "Mosaic" >> MosaicShards(config, handle, num_keys, output, sample_formats, sample_shards, in_one_task, processes)
+    sample_files = packed["files"]
 
     rejected = (measured[REJECTED], packed[REJECTED]) | "AllRejected" >> beam.Flatten()
     rejected_files = rejected | "WriteRejected" >> WriteRejected(output)

@@ -14,9 +14,9 @@ from pipeline.cli import start  # noqa: E402
 from tests.corpus import write_corpus  # noqa: E402
 
 IMAGE = "us-central1-docker.pkg.dev/my-project/mosaic/mosaic-it:2025-03-01"
-STAGES = {"ReadAndMeasure", "CountValid", "Mosaic", "WriteSamples", "WriteRejected", "WriteManifest", "PublishRun"}
+STAGES = {"ReadAndMeasure", "CountValid", "Mosaic", "WriteRejected", "WriteManifest", "PublishRun"}
 # Dataflow gets the plan for many workers: files spread over them, rows grouped by output shard.
-SPREAD_PLAN = {"ReadAndMeasure/Read", "ReadAndMeasure/Measure", "Mosaic/AssignShards", "Mosaic/GroupByShard"}
+SPREAD_PLAN = {"ReadAndMeasure/Read", "ReadAndMeasure/Measure", "Mosaic/AssignShards", "Mosaic/GroupByShard", "Mosaic/PackShards", "Mosaic/Write"}
 
 
 def test_the_dataflow_job_holds_every_stage_and_runs_in_the_project_image(tmp_path):

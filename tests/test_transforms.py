@@ -12,7 +12,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils import shared
 
 from tests.shared_data import write_jsonl
-from transforms.mosaic import MosaicConfig, MosaicSamples, ReadAndMeasure
+from transforms.mosaic import MosaicConfig, MosaicShards, ReadAndMeasure
+from transforms.write import SAMPLE_FORMATS
 from transforms.read import REJECTED, ReadRecords, expand_inputs
 
 CONFIG = MosaicConfig(
@@ -39,64 +40,80 @@ def test_read_records_from_every_file_kind(tmp_path):
         )
 
 
-def _placed_once_per_epoch(ids, epochs):
-    def check(elements):
-        per_epoch = {}
-        for _, keys in elements:
-            for sample in (json.loads(line) for _, lines in keys for line in lines):
-                per_epoch.setdefault(sample["epoch"], Counter()).update(sample["sources"])
-                assert sample["n_tokens"] <= CONFIG.max_length
-        assert sorted(per_epoch) == list(epochs)
-        for placed in per_epoch.values():
-            assert placed == Counter(ids)
-
-    return check
-
-
 RECORDS = [{"id": f"r{i}", "instruction": f"Task number {i} " + "x " * (i % 9), "output": f"Reply {i}"} for i in range(45)]
 TOO_LONG = {"id": "long", "instruction": "word " * 80, "output": "reply"}
+JSONL = [SAMPLE_FORMATS["jsonl"]]
 
 
 def write_inputs(directory: Path, *files: list) -> list[str]:
     return [str(write_jsonl(directory / f"part-{i}.jsonl", rows)) for i, rows in enumerate(files)]
 
 
+def written_samples(directory: Path) -> list[dict]:
+    return [json.loads(line) for path in sorted(directory.glob("mosaics-*.jsonl")) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
 @pytest.mark.parametrize("in_one_task", [False, True])
 def test_read_measure_and_mosaic_place_every_record_once_per_epoch(in_one_task, tmp_path):
     paths = write_inputs(tmp_path, RECORDS[:20], RECORDS[20:] + [TOO_LONG, "not json"])
+    output = tmp_path / "out"
+    output.mkdir()
     handle = shared.Shared()
     with TestPipeline() as p:
         measured = p | ReadAndMeasure(paths, CONFIG, handle, in_one_task, processes=2)
         num_keys = p | "Keys" >> beam.Create([4])
-        packed = measured["rows"] | MosaicSamples(CONFIG, handle, num_keys, in_one_task=in_one_task, processes=2)
-        assert_that(packed.samples, _placed_once_per_epoch([r["id"] for r in RECORDS], CONFIG.epoch_numbers))
+        packed = measured["rows"] | MosaicShards(CONFIG, handle, num_keys, str(output), JSONL, in_one_task=in_one_task, processes=2)
+        total_keys = 4 * CONFIG.epochs
+        assert_that(packed["files"] | beam.combiners.Count.Globally(), equal_to([total_keys]), label="a file per shard")
         assert_that(packed[REJECTED], equal_to([]), label="no duplicates")
         rejected = measured[REJECTED] | beam.Map(lambda r: (r.source, r.reason))
         assert_that(rejected, equal_to([("long", "over_budget"), ("part-1.jsonl:26", "malformed_json")]), label="rejected")
+    per_epoch = {}
+    for sample in written_samples(output):
+        per_epoch.setdefault(sample["epoch"], Counter()).update(sample["sources"])
+        assert sample["n_tokens"] <= CONFIG.max_length
+    assert sorted(per_epoch) == list(CONFIG.epoch_numbers)
+    assert all(placed == Counter(r["id"] for r in RECORDS) for placed in per_epoch.values())
 
 
-def test_one_task_with_forked_helpers_gives_the_samples_and_rejections_of_the_spread_plan(tmp_path):
+def test_one_task_with_forked_helpers_writes_the_files_and_rejections_of_the_spread_plan(tmp_path):
     duplicate = {"id": "r3", "instruction": "A later record reusing an id", "output": "dropped"}
     paths = write_inputs(tmp_path, RECORDS[:15], RECORDS[15:30] + [TOO_LONG], RECORDS[30:], [duplicate, "[1]"])
+    formats = [SAMPLE_FORMATS[name] for name in ("jsonl", "avro", "messages")]
     handle = shared.Shared()
 
-    def everything(p, label, **plan):
+    def run(p, label, **plan):
+        output = tmp_path / label
+        output.mkdir()
         measured = p | f"{label}Read" >> ReadAndMeasure(paths, CONFIG, handle, **plan)
-        packed = measured["rows"] | f"{label}Pack" >> MosaicSamples(CONFIG, handle, num_keys, num_shards, **plan)
-        samples = packed.samples | f"{label}Samples" >> beam.FlatMap(lambda shard: [(shard[0], ordinal, s) for ordinal, ss in shard[1] for s in ss])
+        packed = measured["rows"] | f"{label}Pack" >> MosaicShards(CONFIG, handle, num_keys, str(output), formats, num_shards, **plan)
         rejected = (measured[REJECTED], packed[REJECTED]) | f"{label}Rejections" >> beam.Flatten()
-        reasons = rejected | f"{label}Rejected" >> beam.Map(lambda r: ("rejected", r.source, r.reason))
-        both = (samples, reasons) | f"{label}All" >> beam.Flatten()
-        return both | f"{label}List" >> beam.combiners.ToList() | f"{label}Sort" >> beam.Map(lambda items: sorted(map(repr, items)))
+        return rejected | f"{label}Reasons" >> beam.Map(lambda r: (r.source, r.reason)) | f"{label}Sorted" >> beam.combiners.ToList() | f"{label}Sort" >> beam.Map(sorted)
 
     with TestPipeline() as p:
         num_keys = p | "Keys" >> beam.Create([4])
         num_shards = p | "Shards" >> beam.Create([5])
-        one = everything(p, "One", in_one_task=True, processes=3)
-        spread = everything(p, "Spread")
-        reasons = ("duplicate_id", "over_budget", "not_an_object")
-        same = one | beam.Map(lambda a, b: a == b and all(any(reason in item for item in a) for reason in reasons), beam.pvalue.AsSingleton(spread))
-        assert_that(same, equal_to([True]))
+        one, spread = run(p, "one", in_one_task=True, processes=3), run(p, "spread")
+        expected = [("part-3.jsonl:1", "not_an_object"), ("long", "over_budget"), ("r3", "duplicate_id")]
+        assert_that(one, equal_to([sorted(expected)]), label="one task")
+        assert_that(spread, equal_to([sorted(expected)]), label="spread")
+    files = {directory: {path.name: path.read_bytes() for path in (tmp_path / directory).iterdir()} for directory in ("one", "spread")}
+    assert files["one"] == files["spread"] and len(files["one"]) == 5 * len(formats)
+    assert len(written_samples(tmp_path / "one")) > 0
+
+
+@pytest.mark.parametrize("in_one_task", [False, True])
+def test_with_no_valid_record_every_shard_is_written_empty(in_one_task, tmp_path):
+    paths = write_inputs(tmp_path, ["not json", TOO_LONG])
+    output = tmp_path / "out"
+    output.mkdir()
+    handle = shared.Shared()
+    with TestPipeline() as p:
+        measured = p | ReadAndMeasure(paths, CONFIG, handle, in_one_task, processes=2)
+        num_keys, num_shards = p | "Keys" >> beam.Create([1]), p | "Shards" >> beam.Create([2])
+        packed = measured["rows"] | MosaicShards(CONFIG, handle, num_keys, str(output), JSONL, num_shards, in_one_task, processes=2)
+        assert_that(packed["files"] | beam.Map(lambda path: path.rsplit("/", 1)[-1]), equal_to([f"mosaics-0000{i}-of-00002.jsonl" for i in (0, 1)]))
+    assert [path.read_bytes() for path in sorted(output.iterdir())] == [b"", b""]
 
 
 def test_default_run_uses_the_bundled_sample_data(tmp_path):

@@ -24,7 +24,7 @@ from transforms.core.tokens import LengthTemplate, SampleLengths, load_counter
 from transforms.forked import map_forked
 from transforms.progress import RECORDS_READ, RECORDS_REJECTED, RECORDS_TOKENIZED, SAMPLES_PACKED
 from transforms.read import RECORDS, REJECTED, ReadRecords, read_file
-from transforms.write import json_line
+from transforms.write import OutputFormat, WriteShards, json_line, write_shard
 
 SAMPLES = "samples"
 STATS = "stats"  # (section, name) -> count over a shard's samples, for the manifest
@@ -351,9 +351,24 @@ class PackedKey(NamedTuple):
     duplicates: list[Measured]  # records whose id an earlier record (by origin) has; only in the run's first epoch
 
 
+class ShardTally(NamedTuple):
+    """What the driver counts of a shard packed elsewhere."""
+
+    samples: int
+    stats: Counter
+    duplicates: list[Measured]
+
+    @classmethod
+    def of(cls, keys: Sequence[PackedKey]) -> "ShardTally":
+        stats = Counter()
+        for packed in keys:
+            stats.update(packed.stats)
+        return cls(sum(len(packed.samples) for packed in keys), stats, [m for packed in keys for m in packed.duplicates])
+
+
 class _PackKeys(_WithResources):
-    """Packs (epoch, key)s; emits (shard, RowBatch of (key ordinal, [sample JSON line])) and the
-    duplicate-id rejections."""
+    """Packs (epoch, key)s; emits what the shards hold, their sample_stats (STATS) and the
+    duplicate-id rejections (REJECTED)."""
 
     def setup(self):
         super().setup()
@@ -368,22 +383,18 @@ class _PackKeys(_WithResources):
         samples = [sample._asdict() for sample in self.packer.pack(kept, self.config.epoch_offset + position, key)]
         return PackedKey(ordinal, [json_line(sample) for sample in samples], sample_stats(samples), duplicates if position == 0 else [])
 
-    def _emit(self, shard: int, keys: list[PackedKey]):
+    def _emit_tally(self, tally: ShardTally):
         detail = "another record has this id; the first in input order (file name, then index) is kept"
-        for packed in keys:
-            for measured in packed.duplicates:
-                RECORDS_REJECTED.inc()
-                yield beam.pvalue.TaggedOutput(REJECTED, reject(measured.record, "duplicate_id", detail))
-        SAMPLES_PACKED.inc(sum(len(packed.samples) for packed in keys))
-        stats = Counter()
-        for packed in keys:
-            stats.update(packed.stats)
-        yield beam.pvalue.TaggedOutput(STATS, stats)
-        yield shard, RowBatch(sorted(((packed.ordinal, packed.samples) for packed in keys), key=itemgetter(0)))
+        RECORDS_REJECTED.inc(len(tally.duplicates))
+        for measured in tally.duplicates:
+            yield beam.pvalue.TaggedOutput(REJECTED, reject(measured.record, "duplicate_id", detail))
+        SAMPLES_PACKED.inc(tally.samples)
+        yield beam.pvalue.TaggedOutput(STATS, tally.stats)
 
 
 class _PackShard(_PackKeys):
-    """(shard, RowBatches of (key ordinal, sort hash, row)) -> the shard's samples."""
+    """(shard, RowBatches of (key ordinal, sort hash, row)) -> (shard, RowBatch of (key
+    ordinal, [sample JSON line])), for WriteShards."""
 
     def process(self, element, num_keys: int):
         shard, parts = element
@@ -391,17 +402,22 @@ class _PackShard(_PackKeys):
         for batch in parts:
             for ordinal, sort_hash, row in batch:
                 by_ordinal.setdefault(ordinal, []).append((sort_hash, Measured._make(row)))
-        yield from self._emit(shard, [self._pack_key(job, num_keys) for job in sorted(by_ordinal.items())])
+        keys = [self._pack_key(job, num_keys) for job in sorted(by_ordinal.items())]
+        yield from self._emit_tally(ShardTally.of(keys))
+        yield shard, RowBatch([(packed.ordinal, packed.samples) for packed in keys])
 
 
-class _PackAll(_PackKeys):
-    """(0, every RowBatch of rows) -> the samples of every shard. The keys are packed by
-    `processes` processes, this one and helpers forked from it (see map_forked); a shard
-    is emitted once all its keys are in."""
+class _PackAndWriteAll(_PackKeys):
+    """(0, every RowBatch of rows) -> the sample files of every shard, empty or not.
 
-    def __init__(self, config: MosaicConfig, handle: shared.Shared, processes: int):
+    Each shard is packed and written by one of `processes` processes, this one and
+    helpers forked from it (see map_forked), which send back only the file paths and
+    the shard's ShardTally.
+    """
+
+    def __init__(self, config: MosaicConfig, handle: shared.Shared, processes: int, directory: str, formats: Sequence[OutputFormat]):
         super().__init__(config, handle)
-        self.processes = processes
+        self.processes, self.directory, self.formats = processes, directory, list(formats)
 
     def process(self, element, num_keys: int, num_shards: int):
         _, batches = element
@@ -413,53 +429,69 @@ class _PackAll(_PackKeys):
                 for ordinal, sort_hash in epoch_ordinals(measured.id):
                     by_ordinal.setdefault(ordinal, []).append((sort_hash, measured))
         total_keys = num_keys * self.config.epochs
-        jobs = sorted(by_ordinal.items())
+        jobs: list[tuple[int, list]] = [(shard, []) for shard in range(num_shards)]
+        for ordinal, items in sorted(by_ordinal.items()):
+            jobs[shard_of(ordinal, total_keys, num_shards)][1].append((ordinal, items))
         del by_ordinal
-        keys_in_shard = Counter(shard_of(ordinal, total_keys, num_shards) for ordinal, _ in jobs)
-        done: dict[int, list[PackedKey]] = {}
-        for packed in map_forked(functools.partial(self._pack_key, num_keys=num_keys), jobs, self.processes):
-            shard = shard_of(packed.ordinal, total_keys, num_shards)
-            keys = done.setdefault(shard, [])
-            keys.append(packed)
-            if len(keys) == keys_in_shard[shard]:
-                yield from self._emit(shard, done.pop(shard))
+        write = functools.partial(self._pack_and_write, num_keys=num_keys, num_shards=num_shards)
+        for paths, tally in map_forked(write, jobs, self.processes):
+            yield from self._emit_tally(tally)
+            yield from paths
+
+    def _pack_and_write(self, job: tuple[int, list], num_keys: int, num_shards: int) -> tuple[list[str], ShardTally]:
+        shard, key_jobs = job
+        keys = [self._pack_key(key_job, num_keys) for key_job in key_jobs]
+        paths = write_shard(self.directory, self.formats, shard, num_shards, [line for packed in keys for line in packed.samples])
+        return paths, ShardTally.of(keys)
 
 
-class MosaicSamples(beam.PTransform):
-    """RowBatches -> (shard, RowBatch of (key ordinal, [sample JSON line])) for every output
-    shard that holds samples (main), the shards' sample_stats (STATS) and duplicate-id
-    rejections (REJECTED).
+class MosaicShards(beam.PTransform):
+    """RowBatches -> {"files": the sample files of every shard, STATS: each shard's
+    sample_stats, REJECTED: duplicate-id rejections}.
 
-    Rows are grouped once, by the output shard of their (epoch, key), so samples are
-    written where they are packed. `num_keys` (keys per epoch) and `num_shards` are
-    singleton PCollections; without `num_shards`, each (epoch, key) is a shard.
+    Rows are grouped once, by the output shard of their (epoch, key), and each shard is
+    packed and written in `formats` to `directory` by the worker that groups it.
+    `num_keys` (keys per epoch) and `num_shards` are singleton PCollections; without
+    `num_shards`, each (epoch, key) is a shard.
 
     `in_one_task` is for a runner with one worker (the in-memory FnApiRunner): spreading
     shards over tasks buys it nothing, while sending each row to the shard of each of its
     epochs copies every text once per epoch through the shuffle. There every row crosses
-    the shuffle once, into one task that assigns the keys itself and packs the shards
-    with `processes` processes (itself and forked helpers); the samples are the same.
+    the shuffle once, into one task that assigns the keys itself and packs and writes the
+    shards with `processes` processes (itself and forked helpers); the files are the same.
     """
 
-    def __init__(self, config: MosaicConfig, handle: shared.Shared, num_keys, num_shards=None, in_one_task: bool = False, processes: int = 1):
+    def __init__(
+        self, config: MosaicConfig, handle: shared.Shared, num_keys, directory: str, formats: Sequence[OutputFormat],
+        num_shards=None, in_one_task: bool = False, processes: int = 1,
+    ):
         super().__init__()
         self.config, self.handle, self.num_keys, self.num_shards = config, handle, num_keys, num_shards
+        self.directory, self.formats = directory, list(formats)
         self.in_one_task, self.processes = in_one_task, processes
 
     def expand(self, rows):
-        num_keys = beam.pvalue.AsSingleton(self.num_keys)
         num_shards = self.num_shards
         if num_shards is None:
             num_shards = self.num_keys | "ShardPerKey" >> beam.Map(lambda keys: keys * self.config.epochs)
-        num_shards = beam.pvalue.AsSingleton(num_shards)
+        keys_side, shards_side = beam.pvalue.AsSingleton(self.num_keys), beam.pvalue.AsSingleton(num_shards)
         if self.in_one_task:
-            grouped = rows | "OneTask" >> beam.Map(lambda batch: (0, batch)).with_output_types(tuple[int, RowBatch]) | "GroupAll" >> beam.GroupByKey()
-            pack = beam.ParDo(_PackAll(self.config, self.handle, self.processes), num_keys, num_shards)
-        else:
-            grouped = (
-                rows
-                | "AssignShards" >> beam.ParDo(_AssignShards(self.config), num_keys, num_shards).with_output_types(tuple[int, RowBatch])
-                | "GroupByShard" >> beam.GroupByKey()
+            # One empty batch besides the rows, so the task runs (and writes every shard empty) with no valid record.
+            nothing = self.num_keys | "EmptyBatch" >> beam.Map(lambda _: (0, RowBatch([]))).with_output_types(tuple[int, RowBatch])
+            batches = rows | "OneTask" >> beam.Map(lambda batch: (0, batch)).with_output_types(tuple[int, RowBatch])
+            packed = (
+                (batches, nothing)
+                | "AllBatches" >> beam.Flatten()
+                | "GroupAll" >> beam.GroupByKey()
+                | "PackAndWrite" >> beam.ParDo(_PackAndWriteAll(self.config, self.handle, self.processes, self.directory, self.formats), keys_side, shards_side)
+                .with_outputs(REJECTED, STATS, main="files")
             )
-            pack = beam.ParDo(_PackShard(self.config, self.handle), num_keys)
-        return grouped | "PackShards" >> pack.with_output_types(tuple[int, RowBatch]).with_outputs(REJECTED, STATS, main=SAMPLES)
+            return {"files": packed.files, STATS: packed[STATS], REJECTED: packed[REJECTED]}
+        packed = (
+            rows
+            | "AssignShards" >> beam.ParDo(_AssignShards(self.config), keys_side, shards_side).with_output_types(tuple[int, RowBatch])
+            | "GroupByShard" >> beam.GroupByKey()
+            | "PackShards" >> beam.ParDo(_PackShard(self.config, self.handle), keys_side).with_output_types(tuple[int, RowBatch]).with_outputs(REJECTED, STATS, main=SAMPLES)
+        )
+        files = packed[SAMPLES] | "Write" >> WriteShards(self.directory, self.formats, num_shards)
+        return {"files": files, STATS: packed[STATS], REJECTED: packed[REJECTED]}

@@ -116,6 +116,16 @@ def write_atomically(path: str, data: bytes) -> None:
     FileSystems.rename([temporary], [path])
 
 
+def write_shard(directory: str, formats: Sequence[OutputFormat], shard: int, num_shards: int, rows: list) -> list[str]:
+    """Writes one shard's rows in every format; returns the files' paths."""
+    paths = []
+    for fmt in formats:
+        path = shard_name(directory, fmt, shard, num_shards)
+        write_atomically(path, fmt.encode(rows, path.rsplit("/", 1)[-1]))
+        paths.append(path)
+    return paths
+
+
 class _WriteShard(beam.DoFn):
     def __init__(self, directory: str, formats: Sequence[OutputFormat]):
         self.directory = directory
@@ -124,11 +134,7 @@ class _WriteShard(beam.DoFn):
     def process(self, element, num_shards: int):
         shard, parts = element
         ordered = sorted(parts, key=lambda part: part[0])
-        rows = [row for _, part_rows in ordered for row in part_rows]
-        for fmt in self.formats:
-            path = shard_name(self.directory, fmt, shard, num_shards)
-            write_atomically(path, fmt.encode(rows, path.rsplit("/", 1)[-1]))
-            yield path
+        yield from write_shard(self.directory, self.formats, shard, num_shards, [row for _, part_rows in ordered for row in part_rows])
 
 
 class WriteShards(beam.PTransform):
