@@ -1,6 +1,6 @@
-"""Beam wiring of Mosaic-IT: measure records once, group them by the output shard of
-their (epoch, key) in one shuffle (or, on a one-worker runner, all in one task), pack
-each key."""
+"""Beam wiring of Mosaic-IT: read and measure records once, group them by the output
+shard of their (epoch, key) in one shuffle (or, on a one-worker runner, all in one task
+with forked helpers), pack each key and write each shard where it is packed."""
 from __future__ import annotations
 
 import functools
