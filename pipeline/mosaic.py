@@ -126,7 +126,7 @@ def build_mosaic_pipeline(
 ):
     """Wires the whole run; returns the PCollection holding the manifest path."""
     handle = shared.Shared()
-    in_one_task, processes = runs_in_one_process(pipeline.options), pack_processes(pipeline.options)
+    in_one_task, processes = runs_in_one_process(pipeline.options), pack_processes(pipeline.options, [*inputs, output])
     measured = pipeline | "ReadAndMeasure" >> ReadAndMeasure(inputs, config, handle, in_one_task, processes)
     rows = measured["rows"]
 

@@ -1,7 +1,11 @@
 """The pipeline object of a command, on the runner its options name."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from transforms.forked import available_cpus
@@ -21,9 +25,20 @@ class LocalRunOptions(PipelineOptions):
         )
 
 
-def pack_processes(options: PipelineOptions) -> int:
-    """How many processes pack samples on the in-memory runner."""
+def pack_processes(options: PipelineOptions, paths: Sequence[str]) -> int:
+    """How many processes read, measure and pack on the in-memory runner. One while any of
+    `paths` (inputs, output) is on a remote filesystem: a forked helper would share its
+    parent's client connections (a GCS client is not fork-safe)."""
+    if not all(_is_local(path) for path in paths):
+        return 1
     return options.view_as(LocalRunOptions).pack_processes or available_cpus()
+
+
+def _is_local(path: str) -> bool:
+    try:
+        return isinstance(FileSystems.get_filesystem(path), LocalFileSystem)
+    except ValueError:  # a scheme whose filesystem is not installed
+        return False
 
 
 def runs_locally(options: PipelineOptions) -> bool:

@@ -25,7 +25,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.runners.portability.portable_runner import PortableRunner
 
 from pipeline.cli import run
-from pipeline.runner import new_pipeline
+from pipeline.runner import new_pipeline, pack_processes
 from tests.corpus import RUN_OPTIONS, output_files, write_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,3 +153,11 @@ def test_local_runs_go_straight_to_the_fn_api_runner(flags):
 
 def test_a_named_runner_is_kept():
     assert isinstance(new_pipeline(PipelineOptions(["--runner", "PortableRunner"])).runner, PortableRunner)
+
+
+def test_forked_helpers_only_where_every_path_is_local(tmp_path, monkeypatch):
+    monkeypatch.setattr("pipeline.runner.available_cpus", lambda: 4)
+    local = [str(tmp_path / "in.jsonl"), str(tmp_path / "out")]
+    assert pack_processes(PipelineOptions([]), local) == 4
+    assert pack_processes(PipelineOptions(["--pack-processes", "2"]), local) == 2
+    assert pack_processes(PipelineOptions([]), [*local, "gs://bucket/out"]) == 1  # a GCS client must not cross a fork
