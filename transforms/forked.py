@@ -45,7 +45,7 @@ def map_forked(function: Callable[[Job], Result], jobs: Sequence[Job], processes
     `processes - 1` forked helpers; yielded as they are done, in no fixed order.
 
     This process takes a job itself only when no helper has a result waiting, so the
-    work after each yield (writing, in the pipeline) does not hold the helpers up.
+    caller's work on each result does not hold the helpers up.
     With one process, one job, or no fork on this platform, it is a plain map.
     """
     helpers = min(processes, len(jobs)) - 1
@@ -55,19 +55,19 @@ def map_forked(function: Callable[[Job], Result], jobs: Sequence[Job], processes
     context = multiprocessing.get_context("fork")
     taken = context.Value("q", 0)  # jobs handed out so far, in shared memory
     running: dict[Connection, multiprocessing.process.BaseProcess] = {}
-    # Objects alive now are never collected by a helper, so its collector does not touch
-    # (and so copy) the pages it shares with this process.
-    gc.freeze()
     try:
-        for _ in range(helpers):
-            receiver, sender = context.Pipe(duplex=False)
-            helper = context.Process(target=_serve, args=(function, jobs, taken, sender), daemon=True)
-            helper.start()
-            sender.close()
-            running[receiver] = helper
-    finally:
-        gc.unfreeze()
-    try:
+        # Objects alive now are never collected by a helper, so its collector does not touch
+        # (and so copy) the pages it shares with this process.
+        gc.freeze()
+        try:
+            for _ in range(helpers):
+                receiver, sender = context.Pipe(duplex=False)
+                helper = context.Process(target=_serve, args=(function, jobs, taken, sender), daemon=True)
+                helper.start()
+                sender.close()
+                running[receiver] = helper
+        finally:
+            gc.unfreeze()
         while running:
             ready = wait(list(running), timeout=0)
             if not ready:
@@ -83,7 +83,7 @@ def map_forked(function: Callable[[Job], Result], jobs: Sequence[Job], processes
                     receiver.close()
                 else:
                     yield value
-    finally:
+    finally:  # on an error, or when the caller stops early: no helper outlives the map
         for receiver, helper in running.items():
             helper.terminate()
             helper.join()
