@@ -13,6 +13,10 @@ from transforms.forked import available_cpus
 _DIRECT_NAMES = {None, "direct", "directrunner"}
 
 
+# The default's ceiling: each helper adds memory, and the driver's serial steps bound what more helpers gain.
+DEFAULT_MAX_PROCESSES = 8
+
+
 class LocalRunOptions(PipelineOptions):
     """Options of the in-memory DirectRunner only; they change how fast a run is, never what it writes."""
 
@@ -20,8 +24,8 @@ class LocalRunOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument(
             "--pack-processes", "--pack_processes", dest="pack_processes", type=int, default=0,
-            help="In-memory DirectRunner: processes that pack samples, this one and helpers forked from it "
-            "(0: one per CPU this process may use). Other runners pack on their own workers.",
+            help="In-memory DirectRunner: processes that read, measure and pack, this one and helpers forked from it "
+            f"(0: one per CPU this process may use, at most {DEFAULT_MAX_PROCESSES}). Other runners use their own workers.",
         )
 
 
@@ -31,7 +35,7 @@ def pack_processes(options: PipelineOptions, paths: Sequence[str]) -> int:
     parent's client connections (a GCS client is not fork-safe)."""
     if not all(_is_local(path) for path in paths):
         return 1
-    return options.view_as(LocalRunOptions).pack_processes or available_cpus()
+    return options.view_as(LocalRunOptions).pack_processes or min(available_cpus(), DEFAULT_MAX_PROCESSES)
 
 
 def _is_local(path: str) -> bool:

@@ -160,4 +160,7 @@ def test_forked_helpers_only_where_every_path_is_local(tmp_path, monkeypatch):
     local = [str(tmp_path / "in.jsonl"), str(tmp_path / "out")]
     assert pack_processes(PipelineOptions([]), local) == 4
     assert pack_processes(PipelineOptions(["--pack-processes", "2"]), local) == 2
+    monkeypatch.setattr("pipeline.runner.available_cpus", lambda: 64)
+    assert pack_processes(PipelineOptions([]), local) == 8  # the default's ceiling
+    assert pack_processes(PipelineOptions(["--pack-processes", "16"]), local) == 16
     assert pack_processes(PipelineOptions([]), [*local, "gs://bucket/out"]) == 1  # a GCS client must not cross a fork
