@@ -1,7 +1,7 @@
 """Running independent jobs on every core of a one-process runner, with forked helpers.
 
 Beam's in-memory runner executes one bundle at a time in one thread, so a task that
-holds all the work (see MosaicSamples) uses one core. `map_forked` lets that task
+holds all the work (see MosaicShards) uses one core. `map_forked` lets that task
 share its jobs with helper processes forked from it: they see the jobs' data without a
 copy, take jobs from a shared counter and send back only the results. The results are
 the same whichever process computes a job, so outputs do not depend on the number of

@@ -263,7 +263,7 @@ class ReadAndMeasure(beam.PTransform):
 
     On a runner with many workers, files are spread over them and their records are
     measured MEASURE_BATCH at a time. With `in_one_task` (the in-memory runner, see
-    MosaicSamples), one task reads and measures every file, with `processes` processes.
+    MosaicShards), one task reads and measures every file, with `processes` processes.
     """
 
     def __init__(self, paths: Sequence[str], config: MosaicConfig, handle: shared.Shared, in_one_task: bool = False, processes: int = 1):
