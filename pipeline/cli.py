@@ -1,11 +1,12 @@
 """`mosaic-it` command line: `mosaic-it COMMAND [options] [Beam pipeline options]`."""
+
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Callable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -16,8 +17,8 @@ from apache_beam.runners.runner import PipelineResult
 from pipeline.errors import UsageError
 from pipeline.inspection import inspect_command
 from pipeline.mosaic import build_mosaic_pipeline
-from pipeline.outputs import manifest_at
 from pipeline.options import MosaicOptions, OptionsError, own_option_values, validate
+from pipeline.outputs import manifest_at
 from pipeline.progress import configure_logging, run_with_progress
 from pipeline.recipes import apply_recipe
 from pipeline.run_stats import mosaic_table
@@ -101,7 +102,7 @@ def describes_only(pipeline: beam.Pipeline) -> bool:
     )
 
 
-def run(argv: Sequence[str]) -> Optional[dict]:
+def run(argv: Sequence[str]) -> dict | None:
     """Runs the mosaic pipeline to completion; returns the manifest, or None when the job was only described."""
     started = start(argv)
     return manifest_at(started.manifest) if started.ran else None
@@ -142,7 +143,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 }
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)

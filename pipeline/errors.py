@@ -1,4 +1,5 @@
 """The error every command raises for a mistake in its command line, and a parser that raises it."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,11 +1,12 @@
 """The report's figures, drawn with matplotlib's Agg backend; each function returns PNG bytes."""
+
 from __future__ import annotations
 
 import functools
 import io
 import math
 from collections import Counter
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -59,12 +60,14 @@ def group_sizes(per_epoch: Mapping[int, Counter], wrap_mode: str, wrap_max: int)
         sizes = per_epoch[epoch]
         total = sum(sizes.values())
         mean = sum(size * n for size, n in sizes.items()) / total
-        ax.bar(list(sizes), [n / total for n in sizes.values()], color=OBSERVED, width=0.8, label="samples of this size")
+        ax.bar(
+            list(sizes), [n / total for n in sizes.values()], color=OBSERVED, width=0.8, label="samples of this size"
+        )
         if pmf:
             ax.plot(list(pmf), list(pmf.values()), "o", color=EXPECTED, markersize=4, label="target distribution")
         ax.set_title(f"epoch {epoch}\n{total:,} samples, mean size {mean:.2f}", fontsize=9)
         ax.set_xticks(range(1, largest + 1, max(1, largest // 10)))
-    for ax in axes[len(epochs):]:
+    for ax in axes[len(epochs) :]:
         ax.set_visible(False)
     for ax in axes[::columns]:
         ax.set_ylabel("share of samples")

@@ -5,12 +5,13 @@ its response blocks in the order written, marking the responses that were moved 
 instructions whose response was masked. The records' own texts come from the run's inputs
 (only the files the ids name are read), which is what lets a response block be found.
 """
+
 from __future__ import annotations
 
 import itertools
 import textwrap
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence
 
 from pipeline import outputs
 from pipeline.errors import CommandParser, UsageError
@@ -28,9 +29,9 @@ INDENT = "    "
 
 @dataclass(frozen=True)
 class SampleFilter:
-    strategy: Optional[str] = None
-    rule: Optional[str] = None
-    record_id: Optional[str] = None  # a sample id, or the id of a record the sample joins
+    strategy: str | None = None
+    rule: str | None = None
+    record_id: str | None = None  # a sample id, or the id of a record the sample joins
 
     def __call__(self, sample: dict) -> bool:
         return (
@@ -89,7 +90,12 @@ def render(sample: dict, records: Mapping[str, Record], rules: Rules, budget: in
     if meta is None:
         meta = "(no line of the instruction reads like one)"
     lines.append("meta-instruction:")
-    lines += textwrap.wrap(meta or "(none: a primary sample joins the records as they are)", WIDTH, initial_indent=INDENT, subsequent_indent=INDENT)
+    lines += textwrap.wrap(
+        meta or "(none: a primary sample joins the records as they are)",
+        WIDTH,
+        initial_indent=INDENT,
+        subsequent_indent=INDENT,
+    )
 
     lines.append("records, in instruction order:")
     for number, source in enumerate(sources, 1):
@@ -103,11 +109,17 @@ def render(sample: dict, records: Mapping[str, Record], rules: Rules, budget: in
     if all(source in records for source in order):
         blocks = response_blocks(sample["output"], [records[source].output for source in order], separator)
     if blocks is None:
-        lines += _indented(["(the records' texts are not at hand, so the output is shown whole)", *_clip(sample["output"], full)])
+        lines += _indented(
+            ["(the records' texts are not at hand, so the output is shown whole)", *_clip(sample["output"], full)]
+        )
         return "\n".join(lines)
     unmoved = [source for source in sources if source not in masked]
     for place, (source, block) in enumerate(zip(order, blocks), 1):
-        moved = f"  [reordered: instruction {sources.index(source) + 1} answered {_ordinal(place)}]" if source != unmoved[place - 1] else ""
+        moved = (
+            f"  [reordered: instruction {sources.index(source) + 1} answered {_ordinal(place)}]"
+            if source != unmoved[place - 1]
+            else ""
+        )
         lines.append(f"{INDENT}--- response {place} · instruction {sources.index(source) + 1} · {source}{moved}")
         lines += _indented(_clip(block, full), INDENT + "| ")
     return "\n".join(lines)
@@ -137,10 +149,23 @@ def render_samples(directory: str, manifest: dict, chosen: Sequence[dict], full:
 def _arguments() -> CommandParser:
     parser = CommandParser(prog="mosaic-it inspect", description="Print samples of a mosaic run readably.")
     parser.add_argument("directory", help="The output folder of `mosaic-it run`.")
-    parser.add_argument("--n", type=int, default=3, help="How many samples to print (the first that match, in file order).")
+    parser.add_argument(
+        "--n", type=int, default=3, help="How many samples to print (the first that match, in file order)."
+    )
     parser.add_argument("--strategy", choices=SAMPLE_KINDS, help="Only samples of this strategy.")
-    parser.add_argument("--rule", type=str.upper, choices=PERMUTE_RULES + MASK_RULES, metavar="RULE", help=f"Only samples drawn with this rule: {', '.join(PERMUTE_RULES + MASK_RULES)}.")
-    parser.add_argument("--id", dest="record_id", metavar="ID", help="The sample with this id, or the samples that join the record with this id.")
+    parser.add_argument(
+        "--rule",
+        type=str.upper,
+        choices=PERMUTE_RULES + MASK_RULES,
+        metavar="RULE",
+        help=f"Only samples drawn with this rule: {', '.join(PERMUTE_RULES + MASK_RULES)}.",
+    )
+    parser.add_argument(
+        "--id",
+        dest="record_id",
+        metavar="ID",
+        help="The sample with this id, or the samples that join the record with this id.",
+    )
     parser.add_argument("--full", action="store_true", help="Print every line of every response block.")
     return parser
 
@@ -152,7 +177,9 @@ def inspect_command(argv: Sequence[str]) -> int:
     try:
         manifest = outputs.read_manifest(args.directory)
         if manifest.get("tool") != outputs.MOSAIC_TOOL:
-            raise UsageError(f"'{args.directory}' holds a '{manifest.get('tool')}' run; inspect reads the output of `mosaic-it run`")
+            raise UsageError(
+                f"'{args.directory}' holds a '{manifest.get('tool')}' run; inspect reads the output of `mosaic-it run`"
+            )
         chosen = pick(args.directory, SampleFilter(args.strategy, args.rule, args.record_id), args.n)
     except outputs.OutputsError as err:
         raise UsageError(str(err)) from None

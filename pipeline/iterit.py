@@ -1,4 +1,5 @@
 """`mosaic-it select`: launch checks, assembly of the IterIT pipeline, and its manifest."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,21 +7,21 @@ import json
 import math
 import posixpath
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.mosaic import SumCounters, versions
 from pipeline.errors import UsageError
+from pipeline.mosaic import SumCounters, versions
 from pipeline.options import OptionsError, own_option_values
-from pipeline.runner import new_pipeline
 from pipeline.outputs import manifest_at
 from pipeline.progress import run_with_progress
 from pipeline.recipes import apply_recipe
 from pipeline.report import select_summary
+from pipeline.runner import new_pipeline
 from pipeline.select_options import CACHE_DIRECTORY, SelectOptions, validate
 from transforms.core.ifd import PairBuilder, ScoringIdentity, TemplateError, resolve_template
 from transforms.core.randomness import digest
@@ -29,9 +30,25 @@ from transforms.core.selection import RoundOrder, ScoreRow, selection_size, wind
 from transforms.read import RECORDS, REJECTED, InputError, ReadRecords, expand_inputs
 from transforms.score_cache import ReadScoreCache, WriteScoreCache, cache_files
 from transforms.select import (
-    KEPT, MISSING, NEW_CACHE, WINDOW, MatchPrevious, ScoreCandidates, ScoringConfig, SelectSettings, for_ordering, order_round,
+    KEPT,
+    MISSING,
+    NEW_CACHE,
+    WINDOW,
+    MatchPrevious,
+    ScoreCandidates,
+    ScoringConfig,
+    SelectSettings,
+    for_ordering,
+    order_round,
 )
-from transforms.write import SCORES_FORMAT, SELECTED_FORMAT, WriteRejected, WriteSortedShards, clear_outputs, write_atomically
+from transforms.write import (
+    SCORES_FORMAT,
+    SELECTED_FORMAT,
+    WriteRejected,
+    WriteSortedShards,
+    clear_outputs,
+    write_atomically,
+)
 
 ORDER_FILE = "order.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -49,9 +66,9 @@ class Launch:
     output: str
     config: ScoringConfig
     settings: SelectSettings
-    window: Optional[int]  # None in round 0: every record is scored
-    previous: Optional[str]
-    cache_directory: Optional[str]
+    window: int | None  # None in round 0: every record is scored
+    previous: str | None
+    cache_directory: str | None
     cache_files: list[str]
 
 
@@ -60,7 +77,11 @@ def directory_fingerprint(path: str) -> str:
     files over 64 MiB: size, modification time, first and last MiB)."""
     root = Path(path)
     state = hashlib.blake2b(digest_size=16)
-    for file in sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)):
+    for file in sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ):
         stat = file.stat()
         state.update(f"{file.relative_to(root).as_posix()}\x1f{stat.st_size}\x1f".encode())
         with file.open("rb") as handle:
@@ -73,7 +94,7 @@ def directory_fingerprint(path: str) -> str:
     return state.hexdigest()
 
 
-def resolve_model(name: str, revision: Optional[str], option: str) -> tuple[Optional[str], str]:
+def resolve_model(name: str, revision: str | None, option: str) -> tuple[str | None, str]:
     """(revision workers load, identity) of a local directory or a hub id (pinned to its commit)."""
     if Path(name).is_dir():
         if revision:
@@ -140,16 +161,25 @@ def prepare(argv: Sequence[str]) -> tuple[SelectOptions, Launch]:
     except TemplateError as err:
         raise UsageError(str(err)) from None
 
-    k: Optional[int] = None
-    window: Optional[int] = None
+    k: int | None = None
+    window: int | None = None
     if options.previous:
         population = _previous_round(options.previous, options.round)
         k = selection_size(options.ratio, population)
         window = window_size(k, options.update_ratio, population)
-    cache_directory = None if options.no_cache else options.cache or posixpath.join(posixpath.dirname(output) or ".", CACHE_DIRECTORY)
+    cache_directory = (
+        None if options.no_cache else options.cache or posixpath.join(posixpath.dirname(output) or ".", CACHE_DIRECTORY)
+    )
     config = ScoringConfig(
-        model=options.model, model_revision=model_revision, tokenizer=tokenizer_name, tokenizer_revision=tokenizer_revision,
-        identity=identity, device=device, batch_tokens=options.batch_tokens, round=options.round, model_label=options.model,
+        model=options.model,
+        model_revision=model_revision,
+        tokenizer=tokenizer_name,
+        tokenizer_revision=tokenizer_revision,
+        identity=identity,
+        device=device,
+        batch_tokens=options.batch_tokens,
+        round=options.round,
+        model_label=options.model,
     )
     settings = SelectSettings(options.ratio, options.score_type, options.diversity_decay, k)
     files = cache_files(cache_directory) if cache_directory else []
@@ -173,7 +203,9 @@ class _WriteOrder(beam.DoFn):
 
     def process(self, order: RoundOrder):
         path = FileSystems.join(self.directory, ORDER_FILE)
-        write_atomically(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in order.rows).encode("utf-8"))
+        write_atomically(
+            path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in order.rows).encode("utf-8")
+        )
         yield path
 
 
@@ -220,7 +252,9 @@ class WriteSelected(beam.PTransform):
         self.directory, self.order = directory, order
 
     def expand(self, candidates):
-        picks = self.order | "Picks" >> beam.Map(lambda o: {row["id"]: row["pick"] for row in o.rows if row["pick"] is not None})
+        picks = self.order | "Picks" >> beam.Map(
+            lambda o: {row["id"]: row["pick"] for row in o.rows if row["pick"] is not None}
+        )
         shards = picks | "SelectedShards" >> beam.Map(lambda p: _shards_for(len(p)))
         return (
             candidates
@@ -230,10 +264,15 @@ class WriteSelected(beam.PTransform):
 
 
 def _order_stats(order: RoundOrder) -> Counter:
-    return Counter({
-        ("order", "records"): len(order.rows), ("order", "window"): order.window, ("order", "candidates"): order.candidates,
-        ("order", "k"): order.k, ("order", "selected"): order.selected,
-    })
+    return Counter(
+        {
+            ("order", "records"): len(order.rows),
+            ("order", "window"): order.window,
+            ("order", "candidates"): order.candidates,
+            ("order", "k"): order.k,
+            ("order", "selected"): order.selected,
+        }
+    )
 
 
 def select_manifest(stats: dict, launch: Launch, options: dict, outputs: dict) -> dict:
@@ -250,7 +289,11 @@ def select_manifest(stats: dict, launch: Launch, options: dict, outputs: dict) -
         "round": config.round,
         "options": options,
         "model": {"name": config.model, "revision": config.model_revision, "identity": config.identity.model},
-        "tokenizer": {"name": config.tokenizer, "revision": config.tokenizer_revision, "identity": config.identity.tokenizer},
+        "tokenizer": {
+            "name": config.tokenizer,
+            "revision": config.tokenizer_revision,
+            "identity": config.identity.tokenizer,
+        },
         "prompt_template_sha": hashlib.sha256(config.identity.template.encode("utf-8")).hexdigest(),
         "device": config.device,
         "dtype": config.identity.dtype,
@@ -267,11 +310,23 @@ def select_manifest(stats: dict, launch: Launch, options: dict, outputs: dict) -
             "candidates": order.get("candidates", 0),
             "k": order.get("k", 0),
             "selected": order.get("selected", 0),
-            "scores": {"computed": scores.get("computed", 0), "cached": scores.get("cached", 0), "kept": scores.get("kept", 0)},
+            "scores": {
+                "computed": scores.get("computed", 0),
+                "cached": scores.get("cached", 0),
+                "kept": scores.get("kept", 0),
+            },
             "previous_missing": table.get("previous", {}).get("missing", 0),
         },
-        "cache": {"directory": launch.cache_directory, "files_read": len(launch.cache_files), "files_written": sorted(outputs["cache"])},
-        "outputs": {name: sorted(paths) if isinstance(paths, list) else paths for name, paths in outputs.items() if name != "cache"},
+        "cache": {
+            "directory": launch.cache_directory,
+            "files_read": len(launch.cache_files),
+            "files_written": sorted(outputs["cache"]),
+        },
+        "outputs": {
+            name: sorted(paths) if isinstance(paths, list) else paths
+            for name, paths in outputs.items()
+            if name != "cache"
+        },
     }
 
 
@@ -279,7 +334,15 @@ class _WriteManifest(beam.DoFn):
     def __init__(self, launch: Launch, options: dict):
         self.launch, self.options = launch, options
 
-    def process(self, stats: dict, order_file: str, scores: list[str], selected: list[str], rejected: list[str], cache: list[str]):
+    def process(
+        self,
+        stats: dict,
+        order_file: str,
+        scores: list[str],
+        selected: list[str],
+        rejected: list[str],
+        cache: list[str],
+    ):
         outputs = {"order": order_file, "scores": scores, "selected": selected, "rejected": rejected, "cache": cache}
         document = select_manifest(stats, self.launch, self.options, outputs)
         path = FileSystems.join(self.launch.output, MANIFEST_FILE)

@@ -4,6 +4,7 @@ The entry point for launchers that start a Python file or module with pipeline o
 Dataflow Flex Templates (FLEX_TEMPLATE_PYTHON_PY_FILE, see deploy/Dockerfile) and Airflow's
 BeamRunPythonPipelineOperator (py_file="pipeline.launch", py_options=["-m"]).
 """
+
 import sys
 
 from pipeline.cli import main

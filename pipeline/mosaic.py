@@ -1,4 +1,5 @@
 """Assembly of the `mosaic-it run` pipeline and its manifest."""
+
 from __future__ import annotations
 
 import bisect
@@ -7,8 +8,8 @@ import json
 import math
 import platform
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from importlib import metadata
-from typing import Iterable, Mapping
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -59,7 +60,9 @@ def token_summary(histogram: Mapping[str, int]) -> dict[str, int]:
     return {"total": total, "min": ordered[0][0], "p50": percentile(0.5), "p90": percentile(0.9), "max": ordered[-1][0]}
 
 
-def manifest(stats: dict, config: MosaicConfig, options: dict, inputs: list[str], directory: str, outputs: dict[str, list[str]]) -> dict:
+def manifest(
+    stats: dict, config: MosaicConfig, options: dict, inputs: list[str], directory: str, outputs: dict[str, list[str]]
+) -> dict:
     """Everything about a run a later reader needs, without timestamps (so reruns compare equal)."""
     table: dict[str, dict[str, int]] = {}
     for (section, name), value in sorted(stats.items()):
@@ -122,7 +125,13 @@ def _names(paths: list[str]) -> list[str]:
 
 
 def build_mosaic_pipeline(
-    pipeline: beam.Pipeline, config: MosaicConfig, inputs: list[str], output: str, formats: list[str], num_shards: int, options: dict
+    pipeline: beam.Pipeline,
+    config: MosaicConfig,
+    inputs: list[str],
+    output: str,
+    formats: list[str],
+    num_shards: int,
+    options: dict,
 ):
     """Wires the whole run; returns the PCollection holding the manifest path."""
     handle = shared.Shared()
@@ -135,7 +144,9 @@ def build_mosaic_pipeline(
     total_keys = num_keys | "TotalKeys" >> beam.Map(lambda keys: keys * config.epochs)
     sample_shards = total_keys | "SampleShards" >> beam.Map(lambda keys: num_shards or default_num_shards(keys))
     sample_formats = [SAMPLE_FORMATS[name] for name in formats]
-    packed = rows | "Mosaic" >> MosaicShards(config, handle, num_keys, output, sample_formats, sample_shards, in_one_task, processes)
+    packed = rows | "Mosaic" >> MosaicShards(
+        config, handle, num_keys, output, sample_formats, sample_shards, in_one_task, processes
+    )
     sample_files = packed["files"]
 
     rejected = (measured[REJECTED], packed[REJECTED]) | "AllRejected" >> beam.Flatten()

@@ -1,9 +1,9 @@
 """Pipeline options of `mosaic-it run`, declared once, and their validation."""
+
 from __future__ import annotations
 
 import argparse
 import re
-from typing import Optional
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -37,12 +37,15 @@ def add_input_output(parser: argparse.ArgumentParser) -> None:
     if "--input" in parser._option_string_actions:
         return
     parser.add_argument(
-        "--input", nargs="+", default=None,
+        "--input",
+        nargs="+",
+        default=None,
         help="One or more globs of JSONL (.jsonl, .jsonl.gz) or JSON-array (.json) files. "
         "Default for run: the sample records shipped with the package.",
     )
     parser.add_argument(
-        "--output", default=DEFAULT_OUTPUT,
+        "--output",
+        default=DEFAULT_OUTPUT,
         help=f"Output directory (local path or any Beam filesystem URL). Default for run: {DEFAULT_OUTPUT}; select needs it.",
     )
 
@@ -55,29 +58,78 @@ class MosaicOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         add_input_output(parser)
         parser.add_argument(
-            "--tokenizer", default=DEFAULT_TOKENIZER,
+            "--tokenizer",
+            default=DEFAULT_TOKENIZER,
             help="quicktok:<llama3|qwen3|cl100k_base|o200k_base> or hf:<hub id or local directory>.",
         )
-        parser.add_argument("--length-template", "--length_template", dest="length_template", default="raw", help=f"What is counted: {' or '.join(LENGTH_TEMPLATES)}.")
+        parser.add_argument(
+            "--length-template",
+            "--length_template",
+            dest="length_template",
+            default="raw",
+            help=f"What is counted: {' or '.join(LENGTH_TEMPLATES)}.",
+        )
         parser.add_argument("--epochs", type=int, default=4, help="Passes over the data.")
-        parser.add_argument("--epoch-offset", "--epoch_offset", dest="epoch_offset", type=int, default=0, help="Number of the first epoch (reruns use fresh numbers).")
+        parser.add_argument(
+            "--epoch-offset",
+            "--epoch_offset",
+            dest="epoch_offset",
+            type=int,
+            default=0,
+            help="Number of the first epoch (reruns use fresh numbers).",
+        )
         parser.add_argument("--seed", type=int, default=0, help="Seed of every random choice.")
-        parser.add_argument("--wrap-mode", "--wrap_mode", dest="wrap_mode", default="uniform", help=f"Group-size distribution: {', '.join(WRAP_MODES)}.")
-        parser.add_argument("--wrap-max", "--wrap_max", dest="wrap_max", type=int, default=10, help="Largest group size the distribution draws.")
-        parser.add_argument("--max-length", "--max_length", dest="max_length", type=int, default=2000, help="Token budget of one sample.")
+        parser.add_argument(
+            "--wrap-mode",
+            "--wrap_mode",
+            dest="wrap_mode",
+            default="uniform",
+            help=f"Group-size distribution: {', '.join(WRAP_MODES)}.",
+        )
+        parser.add_argument(
+            "--wrap-max",
+            "--wrap_max",
+            dest="wrap_max",
+            type=int,
+            default=10,
+            help="Largest group size the distribution draws.",
+        )
+        parser.add_argument(
+            "--max-length",
+            "--max_length",
+            dest="max_length",
+            type=int,
+            default=2000,
+            help="Token budget of one sample.",
+        )
         parser.add_argument("--strategy", default="both", help=f"Mosaic strategy: {', '.join(STRATEGIES)}.")
         parser.add_argument("--rules", default=None, help="Rules and phrasings file replacing the built-in one.")
         parser.add_argument(
-            "--formats", default="jsonl,avro",
+            "--formats",
+            default="jsonl,avro",
             help=f"Comma-separated sample outputs: {', '.join(SAMPLE_FORMATS)}.",
         )
-        parser.add_argument("--num-shards", "--num_shards", dest="num_shards", type=int, default=0, help="Sample output shards; 0 chooses from the data size.")
         parser.add_argument(
-            "--records-per-key", "--records_per_key", dest="records_per_key", type=int, default=2048,
+            "--num-shards",
+            "--num_shards",
+            dest="num_shards",
+            type=int,
+            default=0,
+            help="Sample output shards; 0 chooses from the data size.",
+        )
+        parser.add_argument(
+            "--records-per-key",
+            "--records_per_key",
+            dest="records_per_key",
+            type=int,
+            default=2048,
             help="Records per packing key and epoch (the unit of parallelism).",
         )
         parser.add_argument(
-            "--run-id", "--run_id", dest="run_id", default=None,
+            "--run-id",
+            "--run_id",
+            dest="run_id",
+            default=None,
             help="Publish this run as OUTPUT/RUN_ID/: written into a fresh attempt folder, then "
             "OUTPUT/RUN_ID/manifest.json is written last, listing the files; a rerun of the id replaces it.",
         )
@@ -102,7 +154,7 @@ class MosaicOptions(PipelineOptions):
         )
 
 
-def read_rules_text(path: Optional[str]) -> Optional[str]:
+def read_rules_text(path: str | None) -> str | None:
     """The text of a --rules file on any Beam filesystem, or None for the built-in rules.
 
     It is read once, when the run starts, and travels with the pipeline: workers never
@@ -119,9 +171,18 @@ def validate(options: MosaicOptions) -> None:
     """Raises OptionsError with a one-line message for the first option that cannot work."""
     pack_processes = options.view_as(LocalRunOptions).pack_processes
     checks = [
-        (options.wrap_mode in WRAP_MODES, f"--wrap-mode '{options.wrap_mode}' is unknown; choose one of {', '.join(WRAP_MODES)}"),
-        (options.strategy in STRATEGIES, f"--strategy '{options.strategy}' is unknown; choose one of {', '.join(STRATEGIES)}"),
-        (options.length_template in LENGTH_TEMPLATES, f"--length-template '{options.length_template}' is unknown; choose one of {', '.join(LENGTH_TEMPLATES)}"),
+        (
+            options.wrap_mode in WRAP_MODES,
+            f"--wrap-mode '{options.wrap_mode}' is unknown; choose one of {', '.join(WRAP_MODES)}",
+        ),
+        (
+            options.strategy in STRATEGIES,
+            f"--strategy '{options.strategy}' is unknown; choose one of {', '.join(STRATEGIES)}",
+        ),
+        (
+            options.length_template in LENGTH_TEMPLATES,
+            f"--length-template '{options.length_template}' is unknown; choose one of {', '.join(LENGTH_TEMPLATES)}",
+        ),
         (options.max_length >= 1, f"--max-length must be at least 1, got {options.max_length}"),
         (options.wrap_max >= 1, f"--wrap-max must be at least 1, got {options.wrap_max}"),
         (options.epochs >= 1, f"--epochs must be at least 1, got {options.epochs}"),
@@ -135,7 +196,12 @@ def validate(options: MosaicOptions) -> None:
         ),
     ]
     unknown_formats = [name for name in options.output_formats() if name not in SAMPLE_FORMATS]
-    checks.append((not unknown_formats, f"--formats has unknown output(s) {unknown_formats}; choose from {', '.join(SAMPLE_FORMATS)}"))
+    checks.append(
+        (
+            not unknown_formats,
+            f"--formats has unknown output(s) {unknown_formats}; choose from {', '.join(SAMPLE_FORMATS)}",
+        )
+    )
     checks.append((bool(options.output_formats()), "--formats names no output"))
     for ok, message in checks:
         if not ok:

@@ -3,10 +3,11 @@
 Files are found by their name patterns in the folder given (a run clears earlier
 outputs first), so a run folder that was copied or moved can still be read.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import fastavro
 from apache_beam.io.filesystems import FileSystems
@@ -58,7 +59,9 @@ def samples(directory: str) -> Iterator[dict]:
         return json_lines(jsonl)
     if avro:
         return _avro_rows(avro)
-    raise OutputsError(f"'{directory}' has no mosaics-*.jsonl or mosaics-*.avro samples (run with --formats jsonl or avro)")
+    raise OutputsError(
+        f"'{directory}' has no mosaics-*.jsonl or mosaics-*.avro samples (run with --formats jsonl or avro)"
+    )
 
 
 def rejected(directory: str) -> Iterator[dict]:

@@ -1,4 +1,5 @@
 """Running a pipeline while logging its progress at a steady pace: counts and rates, never a guessed total."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
@@ -126,7 +127,9 @@ def where_to_watch(result: PipelineResult, options: PipelineOptions) -> str:
     return f"job {job_id or '(no id)'} submitted to {runner}; watch it in that runner's console"
 
 
-def run_with_progress(pipeline: beam.Pipeline, local_every_s: float = LOCAL_EVERY_S, remote_every_s: float = REMOTE_EVERY_S) -> PipelineResult:
+def run_with_progress(
+    pipeline: beam.Pipeline, local_every_s: float = LOCAL_EVERY_S, remote_every_s: float = REMOTE_EVERY_S
+) -> PipelineResult:
     """Runs `pipeline` to the end, logging progress lines; raises if the job fails.
 
     A local runner returns from `run()` only at the end, so its DoFns' tally is watched

@@ -4,11 +4,13 @@ A recipe maps option names (`wrap_mode` or `wrap-mode`) to values. It may also h
 Beam's own pipeline options (`runner`, `direct_num_workers`, ...). It becomes command-line
 flags placed before the real ones, so argparse's last-one-wins rule gives the precedence.
 """
+
 from __future__ import annotations
 
 import argparse
 import difflib
-from typing import Any, Optional, Sequence, Type
+from collections.abc import Sequence
+from typing import Any
 
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
@@ -21,7 +23,7 @@ class RecipeError(UsageError):
     """A recipe that cannot be used; the message is one line."""
 
 
-def _actions(classes: Sequence[Type[PipelineOptions]]) -> dict[str, list[argparse.Action]]:
+def _actions(classes: Sequence[type[PipelineOptions]]) -> dict[str, list[argparse.Action]]:
     """Option name (argparse dest) -> its flags; a switch may have two (`--x` and `--no_x`)."""
     parser = _BeamArgumentParser(allow_abbrev=False)
     for cls in classes:
@@ -33,7 +35,7 @@ def _actions(classes: Sequence[Type[PipelineOptions]]) -> dict[str, list[argpars
     return actions
 
 
-def _runner_option_classes() -> list[Type[PipelineOptions]]:
+def _runner_option_classes() -> list[type[PipelineOptions]]:
     """Beam's option classes, and the options of this project's local runs."""
     beam = {str(cls): cls for cls in PipelineOptions.__subclasses__() if cls.__module__.startswith("apache_beam.")}
     return [*beam.values(), LocalRunOptions]
@@ -65,7 +67,7 @@ def _flag(action: argparse.Action) -> str:
     return next((s for s in action.option_strings if s.startswith("--")), action.option_strings[0])
 
 
-def recipe_flags(path: str, options_class: Type[PipelineOptions]) -> list[str]:
+def recipe_flags(path: str, options_class: type[PipelineOptions]) -> list[str]:
     """The command-line flags a recipe file stands for. Raises RecipeError naming an unknown key."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -90,7 +92,7 @@ def recipe_flags(path: str, options_class: Type[PipelineOptions]) -> list[str]:
     return flags
 
 
-def effective_config(argv: Sequence[str], options_class: Type[PipelineOptions]) -> dict:
+def effective_config(argv: Sequence[str], options_class: type[PipelineOptions]) -> dict:
     """The command's own options (all of them), then Beam options that differ from their defaults."""
     options = options_class(list(argv))
     own, beam = _actions([options_class]), _actions(_runner_option_classes())
@@ -101,7 +103,7 @@ def effective_config(argv: Sequence[str], options_class: Type[PipelineOptions]) 
     return config
 
 
-def apply_recipe(argv: Sequence[str], options_class: Type[PipelineOptions]) -> Optional[list[str]]:
+def apply_recipe(argv: Sequence[str], options_class: type[PipelineOptions]) -> list[str] | None:
     """Takes `--config FILE` and `--print-config` out of argv; returns the flags to parse, recipe first.
 
     With --print-config it prints the effective configuration as YAML and returns None.

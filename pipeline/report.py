@@ -3,13 +3,14 @@
 The page embeds its figures (it opens offline, alone); the same figures are written
 next to it as PNG files.
 """
+
 from __future__ import annotations
 
 import base64
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -69,21 +70,36 @@ def mosaic_report(directory: str, manifest: dict) -> Report:
     sections = [
         Section(
             "Group sizes",
-            [Plot("group_sizes", figures.group_sizes(scan.group_sizes, options["wrap_mode"], options["wrap_max"]),
-                  "Bars: the share of each epoch's samples that join that many records. Dots: the distribution the "
-                  "target size is drawn from. Groups end early when the next record would not fit the token budget "
-                  "and at the end of a packing key, so small sizes come out more often than drawn.")],
+            [
+                Plot(
+                    "group_sizes",
+                    figures.group_sizes(scan.group_sizes, options["wrap_mode"], options["wrap_max"]),
+                    "Bars: the share of each epoch's samples that join that many records. Dots: the distribution the "
+                    "target size is drawn from. Groups end early when the next record would not fit the token budget "
+                    "and at the end of a packing key, so small sizes come out more often than drawn.",
+                )
+            ],
         ),
         Section(
             "Tokens per sample",
-            [Plot("n_tokens", figures.token_lengths(scan.n_tokens, options["max_length"], token_summary(scan.n_tokens)),
-                  f"n_tokens of every sample, counted with {manifest['tokenizer']} and the "
-                  f"'{manifest['length_template']}' length template, against the --max-length budget.")],
+            [
+                Plot(
+                    "n_tokens",
+                    figures.token_lengths(scan.n_tokens, options["max_length"], token_summary(scan.n_tokens)),
+                    f"n_tokens of every sample, counted with {manifest['tokenizer']} and the "
+                    f"'{manifest['length_template']}' length template, against the --max-length budget.",
+                )
+            ],
         ),
         Section(
             "Strategies and rules",
-            [Plot("strategies", figures.strategies(counts["strategy"], counts["rule"]),
-                  "A permute or maskout draw whose rule cannot apply to the group becomes a plain format sample.")],
+            [
+                Plot(
+                    "strategies",
+                    figures.strategies(counts["strategy"], counts["rule"]),
+                    "A permute or maskout draw whose rule cannot apply to the group becomes a plain format sample.",
+                )
+            ],
         ),
         _rejections_section(rejections),
         Section("Samples", html=_excerpts(directory, manifest)),
@@ -110,16 +126,35 @@ def select_summary(directory: str) -> str:
 def select_report(directory: str, manifest: dict) -> Report:
     """The report of a `mosaic-it select` run, from its scores, selected records and order."""
     scan, rejections = _scan_select_run(directory, manifest)
-    picks = Plot("pick_scores", figures.pick_scores(scan.pick_scores, "diversity-adjusted score"),
-                 "The diversity-adjusted score each pick won with, in pick order: its IFD times the weight its response's terms still had "
-                 "(with --score-type ifd: its IFD).")
+    picks = Plot(
+        "pick_scores",
+        figures.pick_scores(scan.pick_scores, "diversity-adjusted score"),
+        "The diversity-adjusted score each pick won with, in pick order: its IFD times the weight its response's terms still had "
+        "(with --score-type ifd: its IFD).",
+    )
     sections = [
-        Section("IFD", [Plot("ifd", figures.ifd_distribution(scan.ifd, scan.selected_ifd),
-                             "IFD of every scored record and of the selected ones; only records with IFD < 1 are candidates.")]),
+        Section(
+            "IFD",
+            [
+                Plot(
+                    "ifd",
+                    figures.ifd_distribution(scan.ifd, scan.selected_ifd),
+                    "IFD of every scored record and of the selected ones; only records with IFD < 1 are candidates.",
+                )
+            ],
+        ),
         Section("Picks", [picks]),
-        Section("Sources", [Plot("selected_per_source", figures.selected_per_source(scan.per_source),
-                                 "Selected records over all records, per input file (ids of the form <file name>:<index>; "
-                                 "other ids count as 'unknown source').")]),
+        Section(
+            "Sources",
+            [
+                Plot(
+                    "selected_per_source",
+                    figures.selected_per_source(scan.per_source),
+                    "Selected records over all records, per input file (ids of the form <file name>:<index>; "
+                    "other ids count as 'unknown source').",
+                )
+            ],
+        ),
         _rejections_section(rejections),
     ]
     return Report(manifest, select_table(manifest, scan, rejections), sections)
@@ -134,10 +169,18 @@ def _rejections_section(rejections: Rejections) -> Section:
             f"<tr><td>{_e(row['source'])}</td><td>{_e(row['detail'])}</td><td><code>{_e(_short(row['record']))}</code></td></tr>"
             for row in rejections.examples[reason]
         )
-        parts.append(f"<h3>{_e(reason)}: {n:,}</h3>\n<table><tr><th>source</th><th>detail</th><th>record</th></tr>{rows}</table>")
+        parts.append(
+            f"<h3>{_e(reason)}: {n:,}</h3>\n<table><tr><th>source</th><th>detail</th><th>record</th></tr>{rows}</table>"
+        )
     return Section(
         "Rejected records",
-        [Plot("rejected", figures.rejections(rejections.counts), "Every input record is in an output or here, with its reason.")],
+        [
+            Plot(
+                "rejected",
+                figures.rejections(rejections.counts),
+                "Every input record is in an output or here, with its reason.",
+            )
+        ],
         "\n".join(parts),
     )
 
@@ -190,7 +233,9 @@ def render_html(report: Report, directory: str) -> str:
                 f"<figcaption>{_e(plot.caption)} ({_e(plot.name)}.png)</figcaption></figure>"
             )
         body.append(section.html)
-    options = "".join(f"<tr><th>{_e(k)}</th><td>{_e(json.dumps(v))}</td></tr>" for k, v in manifest.get("options", {}).items())
+    options = "".join(
+        f"<tr><th>{_e(k)}</th><td>{_e(json.dumps(v))}</td></tr>" for k, v in manifest.get("options", {}).items()
+    )
     versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in manifest.get("versions", {}).items())
     body.append(f"<h2>Options</h2>\n<table>{options}</table>")
     if versions:

@@ -1,10 +1,11 @@
 """The numbers of a finished run, as pure functions: what the report plots and the terminal table prints."""
+
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
 
 from transforms.core.wrap import size_pmf
 from transforms.read import file_label
@@ -52,7 +53,7 @@ def scan_samples(rows: Iterable[dict]) -> SampleScan:
     return scan
 
 
-def expected_mean_size(mode: str, wrap_max: int) -> Optional[float]:
+def expected_mean_size(mode: str, wrap_max: int) -> float | None:
     pmf = size_pmf(mode, wrap_max)
     return sum(size * p for size, p in pmf.items()) if pmf else None
 
@@ -87,12 +88,26 @@ def mosaic_table(manifest: dict) -> str:
     sizes = {int(size): n for size, n in counts["group_size"].items()}
     mean_size = sum(size * n for size, n in sizes.items()) / samples if samples else 0.0
     expected = expected_mean_size(options["wrap_mode"], options["wrap_max"])
-    target = f"target mean {expected:.2f}: {options['wrap_mode']}, wrap max {options['wrap_max']}" if expected else "no target size: groups fill the budget"
+    target = (
+        f"target mean {expected:.2f}: {options['wrap_mode']}, wrap max {options['wrap_max']}"
+        if expected
+        else "no target size: groups fill the budget"
+    )
     rules = {name: n for name, n in counts["rule"].items() if name != "none"}
     rows = [
         ("run", [manifest["tool"], f"{options['epochs']} epochs", f"seed {options['seed']}", options["output"]]),
-        ("records", [f"{counts['records_read']:,} read", f"{counts['records_rejected']:,} rejected", f"{', '.join(f'{n:,}' for n in kept)} packed per epoch"]),
-        ("samples", [f"{samples:,}", *(["per epoch " + " / ".join(f"{n:,}" for n in per_epoch.values())] if per_epoch else [])]),
+        (
+            "records",
+            [
+                f"{counts['records_read']:,} read",
+                f"{counts['records_rejected']:,} rejected",
+                f"{', '.join(f'{n:,}' for n in kept)} packed per epoch",
+            ],
+        ),
+        (
+            "samples",
+            [f"{samples:,}", *(["per epoch " + " / ".join(f"{n:,}" for n in per_epoch.values())] if per_epoch else [])],
+        ),
         ("group size", [f"mean {mean_size:.2f} ({target})", *(f"{size}: {n:,}" for size, n in sorted(sizes.items()))]),
         ("tokens", _tokens(counts, options["max_length"])),
         ("strategy", _counts(counts["strategy"], samples)),
@@ -136,7 +151,7 @@ class SelectScan:
     records: int = 0
 
 
-def source_of(record_id: str, labels: Optional[set[str]]) -> str:
+def source_of(record_id: str, labels: set[str] | None) -> str:
     """The input file a record came from, when its id is the default `<file name>:<index>`."""
     match = _DEFAULT_ID.match(record_id)
     if match and (labels is None or match.group(1) in labels):
@@ -144,7 +159,9 @@ def source_of(record_id: str, labels: Optional[set[str]]) -> str:
     return UNKNOWN_SOURCE
 
 
-def scan_select(scores: Iterable[dict], selected: Iterable[dict], order: Iterable[dict], inputs: Optional[Sequence[str]]) -> SelectScan:
+def scan_select(
+    scores: Iterable[dict], selected: Iterable[dict], order: Iterable[dict], inputs: Sequence[str] | None
+) -> SelectScan:
     """`order` lists every record; its first rows are the picks and may carry their pick score."""
     labels = {file_label(path) for path in inputs} if inputs else None
     scan = SelectScan()
@@ -183,9 +200,28 @@ def select_table(manifest: dict, scan: SelectScan, rejections: Rejections) -> st
     rows = [
         ("run", [manifest["tool"], str(manifest.get("options", {}).get("output", ""))]),
         ("records", [f"{scan.records:,} in the order", f"{sum(rejections.counts.values()):,} rejected"]),
-        ("scores", [f"{len(ifd):,} scored", median, f"{candidates:,} candidates (IFD < 1)", *(f"round {r}: {n:,}" for r, n in sorted(scan.rounds.items()))]),
-        ("selected", [f"{scan.selected:,} ({scan.selected / scan.records:.1%} of the records)" if scan.records else f"{scan.selected:,}"]),
-        ("per source", [f"{name} {chosen:,}/{total:,}" for name, (chosen, total) in sources[:8]] + ([f"{len(sources) - 8} more"] if len(sources) > 8 else [])),
+        (
+            "scores",
+            [
+                f"{len(ifd):,} scored",
+                median,
+                f"{candidates:,} candidates (IFD < 1)",
+                *(f"round {r}: {n:,}" for r, n in sorted(scan.rounds.items())),
+            ],
+        ),
+        (
+            "selected",
+            [
+                f"{scan.selected:,} ({scan.selected / scan.records:.1%} of the records)"
+                if scan.records
+                else f"{scan.selected:,}"
+            ],
+        ),
+        (
+            "per source",
+            [f"{name} {chosen:,}/{total:,}" for name, (chosen, total) in sources[:8]]
+            + ([f"{len(sources) - 8} more"] if len(sources) > 8 else []),
+        ),
         ("rejected", _counts(rejections.counts, sum(rejections.counts.values()))),
     ]
     return _rows_to_text(rows)

@@ -1,7 +1,8 @@
 """The pipeline object of a command, on the runner its options name."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -23,7 +24,11 @@ class LocalRunOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument(
-            "--pack-processes", "--pack_processes", dest="pack_processes", type=int, default=0,
+            "--pack-processes",
+            "--pack_processes",
+            dest="pack_processes",
+            type=int,
+            default=0,
             help="In-memory DirectRunner: processes that read, measure and pack, this one and helpers forked from it "
             f"(0: one per CPU this process may use, at most {DEFAULT_MAX_PROCESSES}). Other runners use their own workers.",
         )
@@ -74,4 +79,6 @@ def _fn_api_runner(options: PipelineOptions):
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+    return fn_runner.FnApiRunner(
+        provision_info=fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    )

@@ -1,4 +1,5 @@
 """Pipeline options of `mosaic-it select`, declared once, and their validation."""
+
 from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -16,40 +17,64 @@ class SelectOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         add_input_output(parser)
-        parser.add_argument("--model", default=None, help="Causal LM that scores: a local directory or a Hugging Face hub id.")
-        parser.add_argument("--model-revision", dest="model_revision", default=None, help="Hub revision of --model (hub ids only).")
         parser.add_argument(
-            "--model-tokenizer", dest="model_tokenizer", default=None,
+            "--model", default=None, help="Causal LM that scores: a local directory or a Hugging Face hub id."
+        )
+        parser.add_argument(
+            "--model-revision", dest="model_revision", default=None, help="Hub revision of --model (hub ids only)."
+        )
+        parser.add_argument(
+            "--model-tokenizer",
+            dest="model_tokenizer",
+            default=None,
             help="Tokenizer directory or hub id. Default: the model's own.",
         )
         parser.add_argument(
-            "--prompt-template", dest="prompt_template", default=OWN_TEMPLATE,
+            "--prompt-template",
+            dest="prompt_template",
+            default=OWN_TEMPLATE,
             help=f"Chat template: {OWN_TEMPLATE} (the tokenizer's own), {', '.join(PROMPT_TEMPLATES)}, or a Jinja file.",
         )
-        parser.add_argument("--max-tokens", dest="max_tokens", type=int, default=2048, help="Tokens of each scored text, at most.")
         parser.add_argument(
-            "--batch-tokens", dest="batch_tokens", type=int, default=16384,
+            "--max-tokens", dest="max_tokens", type=int, default=2048, help="Tokens of each scored text, at most."
+        )
+        parser.add_argument(
+            "--batch-tokens",
+            dest="batch_tokens",
+            type=int,
+            default=16384,
             help="Tokens of one model call, padding included (a longer text goes alone).",
         )
         parser.add_argument("--device", default="auto", help=f"{', '.join(DEVICES)}: auto is cuda when available.")
-        parser.add_argument("--dtype", default="auto", help=f"{', '.join(DTYPES)}: auto is bfloat16 on a GPU, else float32.")
+        parser.add_argument(
+            "--dtype", default="auto", help=f"{', '.join(DTYPES)}: auto is bfloat16 on a GPU, else float32."
+        )
         parser.add_argument("--ratio", type=float, default=0.05, help="Share of records to select; above 1, a count.")
         parser.add_argument("--score-type", dest="score_type", default="both", help=f"{' or '.join(SCORE_TYPES)}.")
         parser.add_argument(
-            "--diversity-decay", dest="diversity_decay", type=float, default=0.1,
+            "--diversity-decay",
+            dest="diversity_decay",
+            type=float,
+            default=0.1,
             help="Factor on a picked record's TF-IDF terms, for every later pick.",
         )
         parser.add_argument("--round", type=int, default=0, help="Round number; rounds after 0 need --previous.")
         parser.add_argument("--previous", default=None, help="Output directory of the previous round.")
         parser.add_argument(
-            "--update-ratio", dest="update_ratio", type=int, default=3,
+            "--update-ratio",
+            dest="update_ratio",
+            type=int,
+            default=3,
             help="A later round re-scores the first update-ratio x k records of the previous order.",
         )
         parser.add_argument(
-            "--cache", default=None,
+            "--cache",
+            default=None,
             help=f"Score cache directory. Default: {CACHE_DIRECTORY} beside the output directory.",
         )
-        parser.add_argument("--no-cache", dest="no_cache", action="store_true", help="Neither read nor write the score cache.")
+        parser.add_argument(
+            "--no-cache", dest="no_cache", action="store_true", help="Neither read nor write the score cache."
+        )
 
 
 def validate(options: SelectOptions, argv: list[str]) -> None:
@@ -66,10 +91,16 @@ def validate(options: SelectOptions, argv: list[str]) -> None:
         (options.dtype in DTYPES, f"--dtype '{options.dtype}' is unknown; choose one of {', '.join(DTYPES)}"),
         (ratio > 0, f"--ratio must be positive, got {ratio}"),
         (ratio <= 1 or ratio == int(ratio), f"--ratio above 1 is a count and must be a whole number, got {ratio}"),
-        (options.score_type in SCORE_TYPES, f"--score-type '{options.score_type}' is unknown; choose one of {', '.join(SCORE_TYPES)}"),
+        (
+            options.score_type in SCORE_TYPES,
+            f"--score-type '{options.score_type}' is unknown; choose one of {', '.join(SCORE_TYPES)}",
+        ),
         (0 <= options.diversity_decay <= 1, f"--diversity-decay must be within [0, 1], got {options.diversity_decay}"),
         (options.round >= 0, f"--round must not be negative, got {options.round}"),
-        (options.round == 0 or options.previous, f"--round {options.round} needs --previous (the previous round's output)"),
+        (
+            options.round == 0 or options.previous,
+            f"--round {options.round} needs --previous (the previous round's output)",
+        ),
         (options.round > 0 or not options.previous, "--previous needs --round 1 or later"),
         (options.update_ratio >= 1, f"--update-ratio must be at least 1, got {options.update_ratio}"),
         (not (options.no_cache and options.cache), "--cache and --no-cache contradict each other"),

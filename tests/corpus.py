@@ -1,5 +1,6 @@
 """A small synthetic corpus for runner tests: two files, 200 records, and one input of every kind
 the pipeline rejects on its way (bad JSON, a missing field, a duplicate id, a record over budget)."""
+
 from __future__ import annotations
 
 import json
@@ -7,15 +8,47 @@ from pathlib import Path
 
 from transforms.core.randomness import HashStream
 
-WORDS = (
-    "river mountain signal garden library engine orbit lantern harvest puzzle meadow copper "
-    "compass violin glacier market thunder pepper canyon ribbon falcon marble summit harbor"
-).split()
+WORDS = [
+    "river",
+    "mountain",
+    "signal",
+    "garden",
+    "library",
+    "engine",
+    "orbit",
+    "lantern",
+    "harvest",
+    "puzzle",
+    "meadow",
+    "copper",
+    "compass",
+    "violin",
+    "glacier",
+    "market",
+    "thunder",
+    "pepper",
+    "canyon",
+    "ribbon",
+    "falcon",
+    "marble",
+    "summit",
+    "harbor",
+]
 
 # Options that make 200 records exercise many packing keys and several output shards.
 RUN_OPTIONS = [
-    "--seed", "7", "--epochs", "2", "--records-per-key", "16", "--num-shards", "3",
-    "--max-length", "400", "--formats", "jsonl,avro,messages",
+    "--seed",
+    "7",
+    "--epochs",
+    "2",
+    "--records-per-key",
+    "16",
+    "--num-shards",
+    "3",
+    "--max-length",
+    "400",
+    "--formats",
+    "jsonl,avro,messages",
 ]
 
 

@@ -1,4 +1,5 @@
 """Helpers for end-to-end runs: run the CLI in-process and read what it wrote."""
+
 import json
 from collections import Counter
 from pathlib import Path
@@ -33,7 +34,9 @@ def output_bytes(directory: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(directory.iterdir()) if path.name != "manifest.json"}
 
 
-def check_run(directory: Path, manifest: dict, tokenizer: str, template: str, max_length: int) -> tuple[list[dict], list[dict]]:
+def check_run(
+    directory: Path, manifest: dict, tokenizer: str, template: str, max_length: int
+) -> tuple[list[dict], list[dict]]:
     """Asserts the non-negotiables on a finished run; returns (samples, rejected)."""
     samples, rejected = read_jsonl(directory, "mosaics"), read_jsonl(directory, "rejected")
     counts = manifest["counts"]
@@ -53,7 +56,11 @@ def check_run(directory: Path, manifest: dict, tokenizer: str, template: str, ma
     assert counts["rule"] == Counter(s["rule"] or "none" for s in samples)
     assert counts["group_size"] == {str(size): n for size, n in Counter(s["count"] for s in samples).items()}
     n_tokens = sorted(s["n_tokens"] for s in samples)
-    assert (counts["tokens"]["total"], counts["tokens"]["min"], counts["tokens"]["max"]) == (sum(n_tokens), n_tokens[0], n_tokens[-1])
+    assert (counts["tokens"]["total"], counts["tokens"]["min"], counts["tokens"]["max"]) == (
+        sum(n_tokens),
+        n_tokens[0],
+        n_tokens[-1],
+    )
     # The budget holds, counted exactly on the final text.
     lengths = SampleLengths(load_counter(tokenizer), LengthTemplate(template))
     exact = lengths.count([(s["instruction"], s["output"]) for s in samples])

@@ -1,4 +1,5 @@
 """Where the shared test data lives, and small file helpers for tests."""
+
 import json
 from pathlib import Path
 
@@ -16,5 +17,8 @@ def require_shared(path: Path) -> Path:
 
 
 def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join((row if isinstance(row, str) else json.dumps(row, ensure_ascii=False)) + "\n" for row in rows), encoding="utf-8")
+    path.write_text(
+        "".join((row if isinstance(row, str) else json.dumps(row, ensure_ascii=False)) + "\n" for row in rows),
+        encoding="utf-8",
+    )
     return path

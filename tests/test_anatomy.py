@@ -1,4 +1,5 @@
 """Taking composed samples apart: the meta-instruction line and one block per response."""
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -1,5 +1,6 @@
 """deploy/ cannot drift from the code: every file parses, every option it passes exists, the Flex
 Template validates options as the pipeline does, and the image installs what the workers need."""
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,8 @@ def mosaic_invocations(argv: list[str]) -> list[list[str]]:
     """The arguments of every `mosaic-it run` in a command line."""
     found = []
     for i in range(len(argv) - 1):
-        if argv[i:i + 2] == ["mosaic-it", "run"]:
-            rest = argv[i + 2:]
+        if argv[i : i + 2] == ["mosaic-it", "run"]:
+            rest = argv[i + 2 :]
             end = next((j for j, word in enumerate(rest) if word in ("&&", "||", ";", "|")), len(rest))
             found.append(rest[:end])
     return found
@@ -68,7 +69,9 @@ def command_lines(node) -> list[list[str]]:
     """Command lines in a parsed YAML document: container/service argv lists and shell scripts."""
     lines = []
     if isinstance(node, dict):
-        argv = [word for key in ("entrypoint", "command", "args") if isinstance(node.get(key), list) for word in node[key]]
+        argv = [
+            word for key in ("entrypoint", "command", "args") if isinstance(node.get(key), list) for word in node[key]
+        ]
         if argv:
             lines.append([str(word) for word in argv])
         for value in node.values():
@@ -106,8 +109,12 @@ def test_the_commands_of_the_deploy_readme_pass_only_existing_options():
 
 def test_the_deploy_files_run_the_pipeline_where_they_should():
     invocations = {
-        path.name: [args for document in yaml.safe_load_all(path.read_text()) for line in command_lines(document)
-                    for args in mosaic_invocations(line)]
+        path.name: [
+            args
+            for document in yaml.safe_load_all(path.read_text())
+            for line in command_lines(document)
+            for args in mosaic_invocations(line)
+        ]
         for path in YAML_FILES
     }
     assert len(invocations["cronjob.yaml"]) == 1 and len(invocations["docker-compose.yml"]) == 1
@@ -267,19 +274,35 @@ def test_the_launch_module_runs_the_pipeline_as_the_flex_template_launcher_does(
     """The launcher runs FLEX_TEMPLATE_PYTHON_PY_FILE as a script, with pipeline options only."""
     output = tmp_path / "out"
     subprocess.run(
-        [sys.executable, str(REPO / "pipeline" / "launch.py"), "--input", *write_corpus(tmp_path / "corpus"),
-         "--output", str(output), "--epochs", "1"],
-        env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, capture_output=True,
+        [
+            sys.executable,
+            str(REPO / "pipeline" / "launch.py"),
+            "--input",
+            *write_corpus(tmp_path / "corpus"),
+            "--output",
+            str(output),
+            "--epochs",
+            "1",
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=True,
+        capture_output=True,
     )
     assert json.loads((output / "manifest.json").read_text())["counts"]["records_read"] == 202
 
 
 # The Dockerfile: one image for the Flex Template launcher and the SDK workers.
 DOCKERFILE = (DEPLOY / "Dockerfile").read_text()
-INSTRUCTIONS = [line.split(maxsplit=1) for line in DOCKERFILE.replace("\\\n", " ").splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]
-PINS = {Requirement(line).name: Requirement(line) for line in (DEPLOY / "requirements.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")}
+INSTRUCTIONS = [
+    line.split(maxsplit=1)
+    for line in DOCKERFILE.replace("\\\n", " ").splitlines()
+    if line.strip() and not line.lstrip().startswith("#")
+]
+PINS = {
+    Requirement(line).name: Requirement(line)
+    for line in (DEPLOY / "requirements.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+}
 
 
 def _instructions(keyword: str) -> list[str]:
@@ -297,7 +320,9 @@ def test_the_image_builds_on_the_beam_sdk_and_launcher_images_of_one_python_and_
 
 
 def test_the_image_installs_every_runtime_dependency_pinned_within_the_project_range():
-    for requirement in map(Requirement, tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]):
+    for requirement in map(
+        Requirement, tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    ):
         pin = PINS.get(requirement.name)
         assert pin is not None, f"{requirement.name} is not pinned in deploy/requirements.txt"
         (exact,) = pin.specifier

@@ -7,6 +7,7 @@ writer's spacing. Any change to what is sampled, how it is composed or how it is
 counted (`n_tokens`) changes the digest; the digests below were taken before the
 speed work, when the files were written with json.dumps.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -11,7 +11,24 @@ from transforms.core.strategies import STRATEGIES
 from transforms.core.wrap import WRAP_MODES
 
 RULES = load_rules()
-WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jumbo cakes".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "wizards",
+    "quietly",
+    "hex",
+    "jumbo",
+    "cakes",
+]
 
 
 def make_records(lengths, seed=0):
@@ -53,7 +70,9 @@ record_lengths = st.lists(st.tuples(st.integers(1, 60), st.integers(1, 80)), min
     strategy=st.sampled_from(STRATEGIES),
     seed=st.integers(0, 1000),
 )
-def test_every_record_lands_in_exactly_one_sample_within_budget(quicktok_lengths, lengths_in, mode, wrap_max, max_length, strategy, seed):
+def test_every_record_lands_in_exactly_one_sample_within_budget(
+    quicktok_lengths, lengths_in, mode, wrap_max, max_length, strategy, seed
+):
     pack_settings = PackSettings(seed, strategy, mode, wrap_max, max_length)
     measured = [m for m in measure(make_records(lengths_in, seed), quicktok_lengths) if m.n_tokens <= max_length]
     packer = KeyPacker(pack_settings, RULES, quicktok_lengths, Overheads.measure(quicktok_lengths, RULES))
@@ -84,7 +103,12 @@ def test_result_does_not_depend_on_the_window(quicktok_lengths, monkeypatch):
 
 def test_group_sizes_follow_the_draws_when_the_budget_is_loose(quicktok_lengths):
     measured = measure(make_records([(3, 3)] * 6000), quicktok_lengths)
-    samples = KeyPacker(PackSettings(0, "both", "uniform", 10, 100_000), RULES, quicktok_lengths, Overheads.measure(quicktok_lengths, RULES)).pack(measured, 0, 0)
+    samples = KeyPacker(
+        PackSettings(0, "both", "uniform", 10, 100_000),
+        RULES,
+        quicktok_lengths,
+        Overheads.measure(quicktok_lengths, RULES),
+    ).pack(measured, 0, 0)
     sizes = Counter(sample.count for sample in samples[:-1])  # the last group is cut by the key's end
     assert set(sizes) == set(range(1, 11))
     assert all(abs(sizes[k] / sum(sizes.values()) - 0.1) < 0.045 for k in sizes)  # ~1,090 groups: 5 sigma
@@ -93,7 +117,12 @@ def test_group_sizes_follow_the_draws_when_the_budget_is_loose(quicktok_lengths)
 def test_a_record_too_long_for_any_format_falls_back_to_its_plain_form(quicktok_lengths):
     measured = measure(make_records([(30, 30)]), quicktok_lengths)
     budget = measured[0].n_tokens  # fits alone, but not with a meta-instruction
-    samples = KeyPacker(PackSettings(0, "both", "uniform", 10, budget), RULES, quicktok_lengths, Overheads.measure(quicktok_lengths, RULES)).pack(measured, 0, 0)
+    samples = KeyPacker(
+        PackSettings(0, "both", "uniform", 10, budget),
+        RULES,
+        quicktok_lengths,
+        Overheads.measure(quicktok_lengths, RULES),
+    ).pack(measured, 0, 0)
     assert [(s.strategy, s.instruction, s.output, s.n_tokens) for s in samples] == [
         ("primary", measured[0].record.prompt, measured[0].record.output, budget)
     ]
@@ -103,7 +132,9 @@ def test_order_records_sorts_by_sort_key_and_keeps_the_first_duplicate():
     def item(sort_key, record_id, origin):
         return sort_key, Measured.of(Record(record_id, "i", "", "o", origin), 5)
 
-    kept, duplicates = order_records([item(9, "a", "f:0"), item(1, "b", "f:10"), item(5, "b", "f:2"), item(3, "c", "e:7")])
+    kept, duplicates = order_records(
+        [item(9, "a", "f:0"), item(1, "b", "f:10"), item(5, "b", "f:2"), item(3, "c", "e:7")]
+    )
     assert [m.record.origin for m in kept] == ["e:7", "f:2", "f:0"]
     assert [m.record.origin for m in duplicates] == ["f:10"]
 
@@ -114,11 +145,16 @@ def test_order_records_breaks_sort_key_ties_by_id():
 
     unique = [item(4, "z", 0), item(4, "y", 1), item(2, "x", 2)]
     assert [m.id for m in order_records(unique)[0]] == ["x", "y", "z"]
-    with_duplicate = unique + [item(4, "y", 3)]
+    with_duplicate = [*unique, item(4, "y", 3)]
     assert [(m.id, m.origin) for m in order_records(with_duplicate)[0]] == [("x", "f:2"), ("y", "f:1"), ("z", "f:0")]
 
 
 def test_sample_ids_are_unique_and_name_epoch_key_group(quicktok_lengths):
     measured = measure(make_records([(2, 2)] * 50), quicktok_lengths)
-    samples = KeyPacker(PackSettings(0, "both", "uniform", 10, 2000), RULES, quicktok_lengths, Overheads.measure(quicktok_lengths, RULES)).pack(measured, 2, 7)
+    samples = KeyPacker(
+        PackSettings(0, "both", "uniform", 10, 2000),
+        RULES,
+        quicktok_lengths,
+        Overheads.measure(quicktok_lengths, RULES),
+    ).pack(measured, 2, 7)
     assert [s.id for s in samples] == [f"e2-k7-g{g}" for g in range(len(samples))]

@@ -1,14 +1,23 @@
 import json
 
 import pytest
-
 from e2e import check_run, output_bytes, read_avro, read_jsonl, run_job
-from tests.shared_data import LLAMA2, SHARED_DATA, require_shared, write_jsonl
+
 from pipeline.cli import main
+from tests.shared_data import LLAMA2, SHARED_DATA, require_shared, write_jsonl
 
 BAD_LINES = [
     '{"instruction": "broken',
-    json.dumps({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}, {"from": "human", "value": "c"}, {"from": "gpt", "value": "d"}]}),
+    json.dumps(
+        {
+            "conversations": [
+                {"from": "human", "value": "a"},
+                {"from": "gpt", "value": "b"},
+                {"from": "human", "value": "c"},
+                {"from": "gpt", "value": "d"},
+            ]
+        }
+    ),
     json.dumps({"id": "dup", "instruction": "First copy", "output": "kept"}),
     json.dumps({"id": "dup", "instruction": "Second copy", "output": "rejected"}),
     json.dumps({"instruction": "Count to a lot", "output": " ".join(str(i) for i in range(3000))}),
@@ -28,7 +37,7 @@ def alpaca_run(tmp_path_factory):
 
 def test_alpaca_with_bad_lines(alpaca_run):
     output, manifest = alpaca_run
-    samples, rejected = check_run(output, manifest, "quicktok:llama3", "raw", 2000)
+    _samples, rejected = check_run(output, manifest, "quicktok:llama3", "raw", 2000)
     assert {(r["source"], r["reason"]) for r in rejected} == {
         ("bad.jsonl:0", "malformed_json"),
         ("bad.jsonl:1", "multi_turn"),
@@ -41,7 +50,9 @@ def test_alpaca_with_bad_lines(alpaca_run):
         json.dumps({"id": "dup", "instruction": "Second copy", "input": "", "output": "rejected"})
     ]
     assert manifest["counts"]["records_read"] == 999 + len(BAD_LINES)
-    assert set(manifest["counts"]["strategy"]) == {"format", "permute", "maskout"} | ({"primary"} & set(manifest["counts"]["strategy"]))
+    assert set(manifest["counts"]["strategy"]) == {"format", "permute", "maskout"} | (
+        {"primary"} & set(manifest["counts"]["strategy"])
+    )
 
 
 def test_avro_and_messages_hold_the_same_samples(alpaca_run):
@@ -50,7 +61,10 @@ def test_avro_and_messages_hold_the_same_samples(alpaca_run):
     assert read_avro(output) == samples
     messages = read_jsonl(output, "messages")
     assert messages == [
-        {"id": s["id"], "messages": [{"role": "user", "content": s["instruction"]}, {"role": "assistant", "content": s["output"]}]}
+        {
+            "id": s["id"],
+            "messages": [{"role": "user", "content": s["instruction"]}, {"role": "assistant", "content": s["output"]}],
+        }
         for s in samples
     ]
 
@@ -68,7 +82,18 @@ def test_manifest_is_written_last_and_lists_every_output(alpaca_run):
 def test_llama2_tokenizer_with_vicuna_template_on_chinese(tmp_path):
     data = require_shared(SHARED_DATA / "alpaca_zh_demo.json")
     tokenizer = f"hf:{require_shared(LLAMA2)}"
-    manifest = run_job([data], tmp_path, "--tokenizer", tokenizer, "--length-template", "vicuna", "--max-length", "700", "--epochs", "2")
+    manifest = run_job(
+        [data],
+        tmp_path,
+        "--tokenizer",
+        tokenizer,
+        "--length-template",
+        "vicuna",
+        "--max-length",
+        "700",
+        "--epochs",
+        "2",
+    )
     samples, rejected = check_run(tmp_path, manifest, tokenizer, "vicuna", 700)
     assert {r["reason"] for r in rejected} == {"over_budget"}
     assert max(s["n_tokens"] for s in samples) > 600  # groups are packed close to the budget
@@ -76,7 +101,18 @@ def test_llama2_tokenizer_with_vicuna_template_on_chinese(tmp_path):
 
 def test_t0_shards(tmp_path):
     shards = sorted(require_shared(SHARED_DATA / "t0_50k").glob("*.jsonl"))[:40]
-    manifest = run_job(shards, tmp_path, "--epochs", "2", "--wrap-mode", "lognormal", "--max-length", "1024", "--records-per-key", "500")
+    manifest = run_job(
+        shards,
+        tmp_path,
+        "--epochs",
+        "2",
+        "--wrap-mode",
+        "lognormal",
+        "--max-length",
+        "1024",
+        "--records-per-key",
+        "500",
+    )
     samples, _ = check_run(tmp_path, manifest, "quicktok:llama3", "raw", 1024)
     assert manifest["counts"]["records_read"] == sum(1 for shard in shards for line in shard.open() if line.strip())
     assert len({s["id"].split("-g")[0] for s in samples}) > 4  # several packing keys per epoch
@@ -109,7 +145,10 @@ def test_rerun_into_the_same_folder_replaces_the_old_shards(tmp_path):
     data = require_shared(SHARED_DATA / "alpaca_en_demo.json")
     run_job([data], tmp_path, "--num-shards", "3")
     run_job([data], tmp_path, "--num-shards", "2", "--formats", "jsonl")
-    assert sorted(p.name for p in tmp_path.glob("mosaics-*")) == ["mosaics-00000-of-00002.jsonl", "mosaics-00001-of-00002.jsonl"]
+    assert sorted(p.name for p in tmp_path.glob("mosaics-*")) == [
+        "mosaics-00000-of-00002.jsonl",
+        "mosaics-00001-of-00002.jsonl",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,6 @@
 """Progress lines while a pipeline runs: local tally (in-memory and multi-processing) and remote metrics."""
+
+import itertools
 import json
 import logging
 import re
@@ -41,12 +43,15 @@ def test_an_in_memory_run_logs_growing_counts_that_end_at_the_manifest_numbers(t
         progress.run_with_progress(pipeline, local_every_s=0.05)
     counts = _progress_counts(caplog)
     assert len(counts) >= 3
-    assert all(later >= earlier for earlier, later in zip(counts, counts[1:]))  # counts never go back
+    assert all(later >= earlier for earlier, later in itertools.pairwise(counts))  # counts never go back
     manifest = json.loads((tmp_path / "manifest.json").read_text())["counts"]
     tally = progress.TALLY.snapshot()
     tally.subtract(before)
     assert (tally["records_read"], tally["records_tokenized"], tally["samples_packed"], tally["records_rejected"]) == (
-        manifest["records_read"], manifest["records_read"], manifest["samples"], manifest["records_rejected"]
+        manifest["records_read"],
+        manifest["records_read"],
+        manifest["samples"],
+        manifest["records_rejected"],
     )
     assert max(line[0] for line in counts) <= manifest["records_read"]
 
@@ -63,7 +68,9 @@ def test_multi_processing_workers_publish_their_counts_to_the_driver(tmp_path, c
     own_tmp = tmp_path / "tmp"
     own_tmp.mkdir()
     monkeypatch.setattr(progress.tempfile, "tempdir", str(own_tmp))  # other runs on the machine share /tmp
-    pipeline = _mosaic_pipeline(tmp_path, "--epochs=8", "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    pipeline = _mosaic_pipeline(
+        tmp_path, "--epochs=8", "--direct_running_mode=multi_processing", "--direct_num_workers=2"
+    )
     before = progress.TALLY.snapshot()
     with caplog.at_level(logging.INFO, logger=progress.LOGGER.name):
         progress.run_with_progress(pipeline, local_every_s=0.2)

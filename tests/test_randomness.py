@@ -7,18 +7,27 @@ from hypothesis import strategies as st
 from transforms.core.randomness import HashStream, RecordKeys, digest
 
 
-@given(seed=st.integers(0, 2**40), epoch=st.integers(0, 10_000), record_id=st.text(st.characters(blacklist_categories=("Cs",))))
+@given(
+    seed=st.integers(0, 2**40),
+    epoch=st.integers(0, 10_000),
+    record_id=st.text(st.characters(blacklist_categories=("Cs",))),
+)
 def test_record_keys_are_the_halves_of_the_record_digest(seed, epoch, record_id):
     value = digest("record", seed, epoch, record_id)
     assert RecordKeys(seed, epoch)(record_id) == (int.from_bytes(value[:8], "big"), int.from_bytes(value[8:], "big"))
 
 
-@given(name=st.text(st.characters(blacklist_categories=("Cs",))), sizes=st.lists(st.integers(1, 50), min_size=1, max_size=20))
+@given(
+    name=st.text(st.characters(blacklist_categories=("Cs",))),
+    sizes=st.lists(st.integers(1, 50), min_size=1, max_size=20),
+)
 def test_a_stream_draws_blake2b_of_its_name_digest_and_a_counter(name, sizes):
     """Draw i is BLAKE2b-64(digest("stream", name) + i as 8 big-endian bytes); choice takes it modulo the size."""
     stream = HashStream(name)
     for i, size in enumerate(sizes):
-        value = int.from_bytes(hashlib.blake2b(digest("stream", name) + i.to_bytes(8, "big"), digest_size=8).digest(), "big")
+        value = int.from_bytes(
+            hashlib.blake2b(digest("stream", name) + i.to_bytes(8, "big"), digest_size=8).digest(), "big"
+        )
         assert stream.choice(range(size)) == value % size
 
 

@@ -1,4 +1,5 @@
 """Recipes: --config files for run (and any PipelineOptions subclass), --print-config, errors naming the key."""
+
 from pathlib import Path
 
 import pytest
@@ -19,15 +20,27 @@ def test_a_recipe_sets_options_and_the_command_line_overrides_it(tmp_path):
     recipe = _recipe(tmp_path, "wrap-mode: lognormal\nwrap_max: 6\nepochs: 2\ninput: [a.jsonl, b.jsonl]\nrules: null\n")
     flags = apply_recipe(["--config", recipe, "--epochs", "3"], MosaicOptions)
     options = MosaicOptions(flags)
-    assert (options.wrap_mode, options.wrap_max, options.epochs, options.input, options.rules) == ("lognormal", 6, 3, ["a.jsonl", "b.jsonl"], None)
+    assert (options.wrap_mode, options.wrap_max, options.epochs, options.input, options.rules) == (
+        "lognormal",
+        6,
+        3,
+        ["a.jsonl", "b.jsonl"],
+        None,
+    )
     overridden = MosaicOptions(apply_recipe(["--config", recipe, "--input", "c.json"], MosaicOptions))
     assert overridden.input == ["c.json"]
 
 
 def test_a_recipe_may_hold_runner_options(tmp_path):
-    recipe = _recipe(tmp_path, "direct_running_mode: multi_processing\ndirect_num_workers: 2\nsave_main_session: true\npack_processes: 3\n")
+    recipe = _recipe(
+        tmp_path,
+        "direct_running_mode: multi_processing\ndirect_num_workers: 2\nsave_main_session: true\npack_processes: 3\n",
+    )
     assert recipe_flags(recipe, MosaicOptions) == [
-        "--direct_running_mode=multi_processing", "--direct_num_workers=2", "--save_main_session", "--pack-processes=3",
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=2",
+        "--save_main_session",
+        "--pack-processes=3",
     ]
 
 
@@ -62,7 +75,9 @@ def test_a_missing_recipe_is_an_error(tmp_path):
 
 
 def test_print_config_prints_the_effective_configuration_and_runs_nothing(tmp_path, capsys):
-    recipe = _recipe(tmp_path, f"wrap_mode: exp\noutput: {tmp_path / 'out'}\ndirect_num_workers: 2\npack_processes: 1\n")
+    recipe = _recipe(
+        tmp_path, f"wrap_mode: exp\noutput: {tmp_path / 'out'}\ndirect_num_workers: 2\npack_processes: 1\n"
+    )
     assert main(["run", "--config", recipe, "--seed", "7", "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert list(printed)[:3] == ["input", "output", "tokenizer"]  # the options in their declared order
@@ -81,8 +96,15 @@ def test_the_printed_configuration_is_a_recipe_for_the_same_run(tmp_path, capsys
 def test_the_run_recipes_in_docs_are_valid():
     docs = Path(__file__).parents[1] / "docs/recipes"
     paper = effective_config(apply_recipe(["--config", str(docs / "mosaic-paper.yaml")], MosaicOptions), MosaicOptions)
-    assert (paper["tokenizer"], paper["max_length"], paper["epochs"], paper["wrap_mode"], paper["wrap_max"], paper["strategy"]) == (
-        "hf:meta-llama/Llama-2-7b-hf", 2000, 4, "uniform", 10, "both"
+    assert (
+        paper["tokenizer"],
+        paper["max_length"],
+        paper["epochs"],
+        paper["wrap_mode"],
+        paper["wrap_max"],
+        paper["strategy"],
+    ) == ("hf:meta-llama/Llama-2-7b-hf", 2000, 4, "uniform", 10, "both")
+    selected = effective_config(
+        apply_recipe(["--config", str(docs / "mosaic-selected.yaml")], MosaicOptions), MosaicOptions
     )
-    selected = effective_config(apply_recipe(["--config", str(docs / "mosaic-selected.yaml")], MosaicOptions), MosaicOptions)
     assert selected["input"] == ["out/selected/selected-*.jsonl"]

@@ -22,7 +22,13 @@ def test_id_field_wins_over_position_and_is_stringified():
         ({"prompt": "Q?", "completion": "A."}, ("Q?", "", "A.")),
         ({"conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A."}]}, ("Q?", "", "A.")),
         (
-            {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]},
+            {
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Q?"},
+                    {"role": "assistant", "content": "A."},
+                ]
+            },
             ("Q?", "", "A."),
         ),
     ],
@@ -41,8 +47,27 @@ def test_shapes(obj, expected):
         ({"instruction": "x", "output": 5}, "not_a_string"),
         ({"instruction": "  ", "output": "y"}, "empty_instruction"),
         ({"instruction": "x", "output": "\n"}, "empty_response"),
-        ({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}, {"from": "human", "value": "c"}, {"from": "gpt", "value": "d"}]}, "multi_turn"),
-        ({"conversations": [{"from": "human", "value": "a"}, {"from": "function_call", "value": "{}"}, {"from": "gpt", "value": "d"}]}, "unsupported_role"),
+        (
+            {
+                "conversations": [
+                    {"from": "human", "value": "a"},
+                    {"from": "gpt", "value": "b"},
+                    {"from": "human", "value": "c"},
+                    {"from": "gpt", "value": "d"},
+                ]
+            },
+            "multi_turn",
+        ),
+        (
+            {
+                "conversations": [
+                    {"from": "human", "value": "a"},
+                    {"from": "function_call", "value": "{}"},
+                    {"from": "gpt", "value": "d"},
+                ]
+            },
+            "unsupported_role",
+        ),
         ({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}, "missing_field"),
         ({"messages": [{"role": ["user"], "content": "a"}]}, "not_a_string"),
         ({"messages": "hello"}, "not_a_string"),
@@ -61,7 +86,11 @@ def test_rejections_name_their_reason(obj, reason):
 
 def test_malformed_line_keeps_its_raw_text():
     rejection = parse_line('{"instruction": "x", ', "f.jsonl", 2)
-    assert (rejection.reason, rejection.source, rejection.record) == ("malformed_json", "f.jsonl:2", '{"instruction": "x", ')
+    assert (rejection.reason, rejection.source, rejection.record) == (
+        "malformed_json",
+        "f.jsonl:2",
+        '{"instruction": "x", ',
+    )
 
 
 def test_rejection_of_a_record_with_id_uses_the_id():

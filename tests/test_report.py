@@ -1,4 +1,5 @@
 """`mosaic-it report` and `mosaic-it inspect` on a real run of the shared data, and the end-of-run table."""
+
 import base64
 import contextlib
 import io
@@ -29,7 +30,21 @@ def run_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("run")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["run", "--input", *map(str, INPUTS), "--output", str(directory), "--epochs", "2", "--max-length", "1024", "--formats", "jsonl"])
+        code = main(
+            [
+                "run",
+                "--input",
+                *map(str, INPUTS),
+                "--output",
+                str(directory),
+                "--epochs",
+                "2",
+                "--max-length",
+                "1024",
+                "--formats",
+                "jsonl",
+            ]
+        )
     assert code == 0
     (directory / "printed.txt").write_text(printed.getvalue())
     return directory
@@ -45,7 +60,9 @@ def test_run_ends_with_the_summary_table(run_dir):
     assert table == mosaic_table(manifest) + f"\nmanifest: {run_dir / 'manifest.json'}\n"
     counts = manifest["counts"]
     assert f"{counts['records_read']:,} read · {counts['records_rejected']:,} rejected" in table
-    assert re.search(r"tokens +mean [\d,]+ \(\d+% of the 1,024 budget\) · median [\d,]+ · p90 [\d,]+ · max [\d,]+", table)
+    assert re.search(
+        r"tokens +mean [\d,]+ \(\d+% of the 1,024 budget\) · median [\d,]+ · p90 [\d,]+ · max [\d,]+", table
+    )
     assert "multi_turn" in table
 
 
@@ -77,7 +94,9 @@ def test_the_figures_count_what_the_manifest_counts(run_dir):
     for per_epoch in scan.group_sizes.values():
         sizes.update(per_epoch)
     assert {str(size): n for size, n in sorted(sizes.items())} == manifest["counts"]["group_size"]
-    assert {str(epoch): sum(c.values()) for epoch, c in scan.group_sizes.items()} == manifest["counts"]["samples_per_epoch"]
+    assert {str(epoch): sum(c.values()) for epoch, c in scan.group_sizes.items()} == manifest["counts"][
+        "samples_per_epoch"
+    ]
     assert sum(n * count for n, count in scan.n_tokens.items()) == manifest["counts"]["tokens"]["total"]
 
 
@@ -88,7 +107,9 @@ def test_every_sample_of_the_run_comes_apart(run_dir):
     rules = run_rules(manifest)
     for sample in samples:
         separator = PRIMARY_SEPARATOR if sample["strategy"] == "primary" else rules.response_separator
-        blocks = response_blocks(sample["output"], [records[source].output for source in sample["response_order"]], separator)
+        blocks = response_blocks(
+            sample["output"], [records[source].output for source in sample["response_order"]], separator
+        )
         assert blocks is not None and len(blocks) == len(sample["response_order"]), sample["id"]
         meta = meta_instruction(sample["instruction"], sample["strategy"], rules)
         assert (meta == "") == (sample["strategy"] == "primary") and meta is not None, sample["id"]

@@ -60,7 +60,7 @@ def test_malformed_rules_are_reported_with_the_entry(tmp_path, change, message):
 def test_invalid_yaml_names_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("labels: [unclosed", encoding="utf-8")
-    with pytest.raises(RulesError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(RulesError, match=r"bad\.yaml: not valid YAML"):
         load_rules(str(path))
 
 
@@ -69,13 +69,24 @@ def test_a_run_reads_its_rules_file_once_and_keeps_its_text(tmp_path):
     data["permute"] = {"REVERSE": ["Give the answers from the last instruction back to the first."]}
     rules_path = write(tmp_path, data)
     output = tmp_path / "out"
-    manifest = run_job([require_shared(SHARED_DATA / "alpaca_en_demo.json")], output, "--rules", rules_path, "--strategy", "order", "--epochs", "1")
+    manifest = run_job(
+        [require_shared(SHARED_DATA / "alpaca_en_demo.json")],
+        output,
+        "--rules",
+        rules_path,
+        "--strategy",
+        "order",
+        "--epochs",
+        "1",
+    )
     assert manifest["rules_text"] == (tmp_path / "rules.yaml").read_text(encoding="utf-8")
     assert set(manifest["counts"]["rule"]) <= {"REVERSE", "none"} and manifest["counts"]["rule"]["REVERSE"] > 0
     assert all(s["rule"] in (None, "REVERSE") for s in read_jsonl(output, "mosaics"))
 
     (tmp_path / "rules.yaml").write_text("not: [valid rules", encoding="utf-8")  # inspect reads the manifest's copy
-    assert run_rules(manifest).permute == {"REVERSE": ("Give the answers from the last instruction back to the first.",)}
+    assert run_rules(manifest).permute == {
+        "REVERSE": ("Give the answers from the last instruction back to the first.",)
+    }
     assert main(["inspect", str(output), "--strategy", "permute", "--n", "1"]) == 0
 
 

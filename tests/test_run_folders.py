@@ -1,4 +1,5 @@
 """`--run-id`: each run publishes OUTPUT/<run id>/manifest.json last, and a rerun replaces it whole."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,10 @@ def test_stale_attempts_are_the_other_attempt_folders_of_the_run():
         "gs://b/out/r1/manifest.json",
         "gs://b/out/r10/attempt-9/manifest.json",  # another run whose id starts alike
     ]
-    assert stale_attempts("gs://b/out/r1", paths, keep="attempt-2") == ["gs://b/out/r1/attempt-1", "gs://b/out/r1/attempt-3"]
+    assert stale_attempts("gs://b/out/r1", paths, keep="attempt-2") == [
+        "gs://b/out/r1/attempt-1",
+        "gs://b/out/r1/attempt-3",
+    ]
     assert stale_attempts("/data/out/r1/", ["/data/out/r1/attempt-7/x"], keep="attempt-7") == []
 
 
@@ -102,7 +106,9 @@ def test_a_run_id_that_is_not_one_folder_name_is_a_one_line_error(run_id, capsys
 def _flag_spellings() -> dict[str, list[str]]:
     parser = argparse.ArgumentParser()
     MosaicOptions._add_argparse_args(parser)
-    return {action.dest: action.option_strings for action in parser._actions if action.option_strings[0].startswith("--")}
+    return {
+        action.dest: action.option_strings for action in parser._actions if action.option_strings[0].startswith("--")
+    }
 
 
 def test_every_multi_word_flag_also_has_its_underscore_spelling():
@@ -119,14 +125,19 @@ def test_options_survive_the_round_trip_beam_makes_through_a_dictionary():
     assert (again.epoch_offset, again.max_length, again.run_id, again.records_per_key) == (12, 900, "2025-03-01", 64)
 
 
-DATAFLOW = ["--runner=DataflowRunner", "--project=my-project", "--region=us-central1", "--temp_location=gs://my-bucket/tmp"]
+DATAFLOW = [
+    "--runner=DataflowRunner",
+    "--project=my-project",
+    "--region=us-central1",
+    "--temp_location=gs://my-bucket/tmp",
+]
 
 
 @pytest.mark.parametrize(
     "flags, only_described",
     [
-        (DATAFLOW + ["--template_location=gs://my-bucket/templates/job"], True),
-        (DATAFLOW + ["--dry_run=True"], True),
+        ([*DATAFLOW, "--template_location=gs://my-bucket/templates/job"], True),
+        ([*DATAFLOW, "--dry_run=True"], True),
         (DATAFLOW, False),
         (["--runner=DirectRunner", "--dry_run=True"], False),
     ],

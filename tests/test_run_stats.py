@@ -1,13 +1,22 @@
 """The numbers behind the report and the terminal table, and the report of a select run (synthetic folder)."""
+
 import json
 import random
 
 import pytest
 
 from pipeline.cli import main
-from pipeline.report import select_summary
 from pipeline.mosaic import token_summary
-from pipeline.run_stats import UNKNOWN_SOURCE, expected_mean_size, mosaic_table, scan_rejected, scan_select, select_table, source_of
+from pipeline.report import select_summary
+from pipeline.run_stats import (
+    UNKNOWN_SOURCE,
+    expected_mean_size,
+    mosaic_table,
+    scan_rejected,
+    scan_select,
+    select_table,
+    source_of,
+)
 
 
 def test_token_summary_takes_nearest_rank_percentiles_of_the_histogram():
@@ -26,9 +35,15 @@ def test_expected_mean_size_follows_the_wrap_distribution():
 
 def _manifest(**counts) -> dict:
     base = {
-        "records_read": 12, "records_rejected": 2, "records_per_epoch": {"0": 10, "1": 10}, "samples": 8,
-        "samples_per_epoch": {"0": 4, "1": 4}, "strategy": {"format": 5, "permute": 3}, "rule": {"none": 5, "REVERSE": 3},
-        "group_size": {"2": 4, "3": 4}, "tokens": {"total": 4000, "min": 100, "p50": 400, "p90": 900, "max": 990},
+        "records_read": 12,
+        "records_rejected": 2,
+        "records_per_epoch": {"0": 10, "1": 10},
+        "samples": 8,
+        "samples_per_epoch": {"0": 4, "1": 4},
+        "strategy": {"format": 5, "permute": 3},
+        "rule": {"none": 5, "REVERSE": 3},
+        "group_size": {"2": 4, "3": 4},
+        "tokens": {"total": 4000, "min": 100, "p50": 400, "p90": 900, "max": 990},
         "rejected": {"multi_turn": 2},
     }
     options = {"epochs": 2, "seed": 3, "output": "out", "wrap_mode": "uniform", "wrap_max": 4, "max_length": 1000}
@@ -75,15 +90,30 @@ def select_dir(tmp_path):
     candidates = sorted((record_id for record_id in ids if ifd[record_id] < 1), key=ifd.get, reverse=True)
     picks = candidates[:6]
     rest = [record_id for record_id in ids if record_id not in picks]
-    _write_lines(tmp_path / "scores-00000-of-00001.jsonl", [
-        {"id": i, "ifd": ifd[i], "loss_conditional": 1.0, "loss_prior": 1.2, "round": 0, "model": "tiny"} for i in ids
-    ])
-    _write_lines(tmp_path / "selected-00000-of-00001.jsonl", [{"id": i, "instruction": "x", "input": "", "output": "y"} for i in picks])
-    _write_lines(tmp_path / "order.jsonl", [{"id": i, "score": 1.0 / (rank + 1)} for rank, i in enumerate(picks)] + [{"id": i} for i in rest])
-    _write_lines(tmp_path / "rejected-00000-of-00001.jsonl", [
-        {"source": "a.jsonl:20", "reason": "response_truncated", "detail": "no response token left", "record": "{}"}
-    ])
-    manifest = {"tool": "mosaic-it select", "options": {"output": str(tmp_path)}, "inputs": ["/data/a.jsonl", "/data/b.json"]}
+    _write_lines(
+        tmp_path / "scores-00000-of-00001.jsonl",
+        [
+            {"id": i, "ifd": ifd[i], "loss_conditional": 1.0, "loss_prior": 1.2, "round": 0, "model": "tiny"}
+            for i in ids
+        ],
+    )
+    _write_lines(
+        tmp_path / "selected-00000-of-00001.jsonl",
+        [{"id": i, "instruction": "x", "input": "", "output": "y"} for i in picks],
+    )
+    _write_lines(
+        tmp_path / "order.jsonl",
+        [{"id": i, "score": 1.0 / (rank + 1)} for rank, i in enumerate(picks)] + [{"id": i} for i in rest],
+    )
+    _write_lines(
+        tmp_path / "rejected-00000-of-00001.jsonl",
+        [{"source": "a.jsonl:20", "reason": "response_truncated", "detail": "no response token left", "record": "{}"}],
+    )
+    manifest = {
+        "tool": "mosaic-it select",
+        "options": {"output": str(tmp_path)},
+        "inputs": ["/data/a.jsonl", "/data/b.json"],
+    }
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     return tmp_path, ifd, picks
 

@@ -7,6 +7,7 @@ imports the project from an unpacked source distribution built by setup.py, the 
 `--setup_file` stages and that `pip install .` puts in the worker image, never from this checkout
 or a pickled main session.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,14 +48,21 @@ def assert_same_run(output: Path, document: dict, direct_run) -> None:
     direct_document, direct_files = direct_run
     assert output_files(output) == direct_files
     assert document["counts"] == direct_document["counts"]
-    assert document["counts"]["rejected"] == {"duplicate_id": 1, "malformed_json": 1, "missing_field": 1, "over_budget": 1}
+    assert document["counts"]["rejected"] == {
+        "duplicate_id": 1,
+        "malformed_json": 1,
+        "missing_field": 1,
+        "over_budget": 1,
+    }
 
 
 def test_multi_processing_direct_runner_writes_the_same_files(corpus, direct_run, tmp_path, monkeypatch):
     # Worker processes import the project as an installed package would be found.
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     output = tmp_path / "multi"
-    document = run([*corpus, "--output", str(output), "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    document = run(
+        [*corpus, "--output", str(output), "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    )
     assert_same_run(output, document, direct_run)
 
 
@@ -64,7 +72,9 @@ def packaged_project(tmp_path_factory) -> Path:
     build = tmp_path_factory.mktemp("sdist")
     subprocess.run(
         [sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(build), "sdist", "--dist-dir", str(build)],
-        cwd=REPO, check=True, capture_output=True,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
     )
     (archive,) = build.glob("*.tar.gz")
     with tarfile.open(archive) as tar:
@@ -90,7 +100,11 @@ def beam_service(module: str, flags: list[str], port: int, cwd: Path, log: Path)
     }
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", module, *flags], cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", module, *flags],
+            cwd=cwd,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
@@ -103,7 +117,7 @@ def beam_service(module: str, flags: list[str], port: int, cwd: Path, log: Path)
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{module} is not listening on port {port}: {log.read_text()[-2000:]}")
+                    raise TimeoutError(f"{module} is not listening on port {port}: {log.read_text()[-2000:]}") from None
                 time.sleep(0.2)
         yield process
     finally:
@@ -121,32 +135,49 @@ def portable_endpoints(packaged_project, tmp_path_factory):
     logs = tmp_path_factory.mktemp("services")
     pool_port, job_port = free_port(), free_port()
     with ExitStack() as services:
-        services.enter_context(beam_service(
-            "apache_beam.runners.worker.worker_pool_main", [f"--service_port={pool_port}"],
-            pool_port, packaged_project, logs / "worker_pool.log",
-        ))
-        services.enter_context(beam_service(
-            "apache_beam.runners.portability.local_job_service_main", [f"--port={job_port}"],
-            job_port, packaged_project, logs / "job_service.log",
-        ))
+        services.enter_context(
+            beam_service(
+                "apache_beam.runners.worker.worker_pool_main",
+                [f"--service_port={pool_port}"],
+                pool_port,
+                packaged_project,
+                logs / "worker_pool.log",
+            )
+        )
+        services.enter_context(
+            beam_service(
+                "apache_beam.runners.portability.local_job_service_main",
+                [f"--port={job_port}"],
+                job_port,
+                packaged_project,
+                logs / "job_service.log",
+            )
+        )
         yield f"127.0.0.1:{job_port}", f"127.0.0.1:{pool_port}", logs / "worker_pool.log"
 
 
 def test_portable_runner_with_external_workers_writes_the_same_files(corpus, direct_run, portable_endpoints, tmp_path):
     job_endpoint, pool_endpoint, pool_log = portable_endpoints
     output = tmp_path / "portable"
-    document = run([
-        *corpus, "--output", str(output),
-        "--runner=PortableRunner", f"--job_endpoint={job_endpoint}",
-        "--environment_type=EXTERNAL", f"--environment_config={pool_endpoint}",
-        f"--setup_file={REPO / 'setup.py'}",
-    ])
+    document = run(
+        [
+            *corpus,
+            "--output",
+            str(output),
+            "--runner=PortableRunner",
+            f"--job_endpoint={job_endpoint}",
+            "--environment_type=EXTERNAL",
+            f"--environment_config={pool_endpoint}",
+            f"--setup_file={REPO / 'setup.py'}",
+        ]
+    )
     assert_same_run(output, document, direct_run)
     assert "Starting worker" in pool_log.read_text(), "the work did not run in the external worker pool"
 
 
-
-@pytest.mark.parametrize("flags", [[], ["--runner", "DirectRunner"], ["--runner=direct", "--direct_running_mode=multi_processing"]])
+@pytest.mark.parametrize(
+    "flags", [[], ["--runner", "DirectRunner"], ["--runner=direct", "--direct_running_mode=multi_processing"]]
+)
 def test_local_runs_go_straight_to_the_fn_api_runner(flags):
     assert isinstance(new_pipeline(PipelineOptions(flags)).runner, FnApiRunner)
 

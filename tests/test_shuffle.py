@@ -1,4 +1,5 @@
 """What crosses the shuffle (RowBatch) and the one-shuffle sharding of samples."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,10 @@ from transforms.mosaic import RowBatch, RowBatchCoder, shard_of
 
 
 def test_row_batch_round_trips_and_is_decoded_only_when_read():
-    rows = [(f"r{i}", f"instruction é {i} " * 20, "", f"output {i} " * 30, f"f:{i}", 12, (1, 5, 3), NO_PART) for i in range(3)]
+    rows = [
+        (f"r{i}", f"instruction é {i} " * 20, "", f"output {i} " * 30, f"f:{i}", 12, (1, 5, 3), NO_PART)
+        for i in range(3)
+    ]
     coder = beam.coders.registry.get_coder(RowBatch)
     assert isinstance(coder, RowBatchCoder)
     encoded = coder.encode(RowBatch(rows))

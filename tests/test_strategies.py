@@ -69,7 +69,9 @@ groups = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(group=groups, strategy=st.sampled_from(["primary", "format", "order", "mask", "both"]), name=st.integers(0, 10**6))
+@given(
+    group=groups, strategy=st.sampled_from(["primary", "format", "order", "mask", "both"]), name=st.integers(0, 10**6)
+)
 def test_composition_contains_exactly_the_stated_responses(group, strategy, name):
     prompts = [f"{p} [{i}]" for i, (p, _) in enumerate(group)]
     outputs = [f"<<out {i}: {o}>>" for i, (_, o) in enumerate(group)]
@@ -80,7 +82,7 @@ def test_composition_contains_exactly_the_stated_responses(group, strategy, name
     # Responses appear in the stated order; masked ones do not appear at all.
     found = [int(i) for i in re.findall(r"<<out (\d+): ", c.output)]
     assert found == list(c.response_order)
-    for i, prompt in enumerate(prompts):
+    for _i, prompt in enumerate(prompts):
         assert prompt in c.instruction
     if n == 1 or strategy in ("primary", "format"):
         assert c.rule is None and c.kind in ("primary", "format")
@@ -100,7 +102,10 @@ def test_rules_naming_numbers_only_with_visible_numbers():
     numbered_rules, unnumbered_samples = 0, 0
     for i in range(600):
         c = compose(prompts, [f"done {word}" for word in WORDS[:5]], "both", RULES, HashStream("numbers", i))
-        numbered = all(str(k + 1) in c.instruction[max(0, c.instruction.index(p) - 12) : c.instruction.index(p)] for k, p in enumerate(prompts))
+        numbered = all(
+            str(k + 1) in c.instruction[max(0, c.instruction.index(p) - 12) : c.instruction.index(p)]
+            for k, p in enumerate(prompts)
+        )
         unnumbered_samples += not numbered
         if c.rule in NUMBERED_RULES:
             numbered_rules += 1

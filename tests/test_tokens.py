@@ -4,8 +4,10 @@ The speed of counting every sample rests on one claim: at the positions a CutRul
 a text's token count is the sum of its parts' counts. These tests try hard to break it,
 for every tokenizer family the rules are used for.
 """
+
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 
@@ -20,17 +22,92 @@ from transforms.core.randomness import HashStream
 from transforms.core.records import Record
 from transforms.core.rules import load_rules
 from transforms.core.strategies import compose
-from transforms.core.tokens import BYTE_LEVEL_CUTS, METASPACE_CUTS, HuggingFaceCounter, LengthTemplate, QuicktokCounter, SampleLengths, Spliced, cut_rule
+from transforms.core.tokens import (
+    BYTE_LEVEL_CUTS,
+    METASPACE_CUTS,
+    HuggingFaceCounter,
+    LengthTemplate,
+    QuicktokCounter,
+    SampleLengths,
+    Spliced,
+    cut_rule,
+)
 
 SPECIALS = ["<|begin_of_text|>", "<|eot_id|>"]
 # Pieces that exercise every alternative of the pre-tokenizer grammars: contractions, letter
 # runs with a leading mark, digit groups, punctuation runs with newlines, whitespace runs
 # before newlines and before words, non-ASCII letters, digits and spaces, combining marks.
 FRAGMENTS = [
-    "the", "The", "cat", "x", "Z", "cat's", "don't", "I'LL", "'s", "'", "''", "42", "1234567", "3.14", "٣٤", "²", "é", "e\u0301",
-    "ß", "日本語", "中文", "Ωμέγα", "\u2581", "\u2581\u2581", " ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", " \n", "\n ", "\u00a0",
-    "\u2003", ".", ",", "!", "?", "...", "-", "--", "/", "(", ")", "[", "]", "{", "<", ">", "#", "###", "=", "*", "_", "@", "😀",
-    ":", ";", '"', "`", "~", "\\", "\x00", "\x7f", "<s", "s>", "<|", "|>", "eot_id",
+    "the",
+    "The",
+    "cat",
+    "x",
+    "Z",
+    "cat's",
+    "don't",
+    "I'LL",
+    "'s",
+    "'",
+    "''",
+    "42",
+    "1234567",
+    "3.14",
+    "٣٤",
+    "²",
+    "é",
+    "e\u0301",
+    "ß",
+    "日本語",
+    "中文",
+    "Ωμέγα",
+    "\u2581",
+    "\u2581\u2581",
+    " ",
+    "  ",
+    "   ",
+    "\t",
+    "\n",
+    "\n\n",
+    "\r\n",
+    " \n",
+    "\n ",
+    "\u00a0",
+    "\u2003",
+    ".",
+    ",",
+    "!",
+    "?",
+    "...",
+    "-",
+    "--",
+    "/",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "<",
+    ">",
+    "#",
+    "###",
+    "=",
+    "*",
+    "_",
+    "@",
+    "😀",
+    ":",
+    ";",
+    '"',
+    "`",
+    "~",
+    "\\",
+    "\x00",
+    "\x7f",
+    "<s",
+    "s>",
+    "<|",
+    "|>",
+    "eot_id",
 ]
 plain_text = st.lists(st.sampled_from(FRAGMENTS), max_size=30).map("".join)
 text_with_specials = st.lists(st.sampled_from(FRAGMENTS + SPECIALS + ["<s>", "</s>"]), max_size=30).map("".join)
@@ -44,16 +121,26 @@ def llama3_style(tmp_path_factory):
 
     tokenizer = Tokenizer(models.BPE(ignore_merges=True))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(LLAMA3_PAT), behavior="isolated", invert=False), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_PAT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
     )
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=SPECIALS, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=SPECIALS,
+        show_progress=False,
+    )
     corpus = ["".join(FRAGMENTS[(i * 7 + k) % len(FRAGMENTS)] for k in range(20)) for i in range(300)]
     corpus += ["The cat sat on the mat. It's 1234 o'clock!\nAnswer: yes, it isn't." * 3] * 50
     tokenizer.train_from_iterator(corpus, trainer)
     directory = tmp_path_factory.mktemp("llama3-style")
     tokenizer.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|eot_id|>"}))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|eot_id|>"})
+    )
     return directory
 
 
@@ -68,7 +155,7 @@ def hf_counters(llama3_style):
 
 def split_at_every_cut(text: str, rule) -> list[str]:
     cuts = [0] + [m.end() for m in rule.before_cut.finditer(text)] + [len(text)]
-    return [text[a:b] for a, b in zip(cuts, cuts[1:])]
+    return [text[a:b] for a, b in itertools.pairwise(cuts)]
 
 
 @settings(max_examples=300, deadline=None)
@@ -96,7 +183,10 @@ def test_rules_are_recognized_only_where_proven(llama3_style):
     assert cut_rule({**llama2, "normalizer": {"type": "Lowercase"}}) is None
     byte_level = json.loads((llama3_style / "tokenizer.json").read_text(encoding="utf-8"))
     other_split = {**byte_level, "pre_tokenizer": {**byte_level["pre_tokenizer"]}}
-    other_split["pre_tokenizer"]["pretokenizers"] = [{**byte_level["pre_tokenizer"]["pretokenizers"][0], "pattern": {"Regex": r"\w+|\W"}}, byte_level["pre_tokenizer"]["pretokenizers"][1]]
+    other_split["pre_tokenizer"]["pretokenizers"] = [
+        {**byte_level["pre_tokenizer"]["pretokenizers"][0], "pattern": {"Regex": r"\w+|\W"}},
+        byte_level["pre_tokenizer"]["pretokenizers"][1],
+    ]
     assert cut_rule(other_split) is None, "an unknown grammar has no proven cuts"
     assert cut_rule({"model": {"type": "WordPiece"}}) is None
 
@@ -137,7 +227,7 @@ def test_a_sample_whose_leftover_holds_an_added_token_is_counted_whole(llama3_st
     counter = HuggingFaceCounter(str(llama3_style))
     lengths = SampleLengths(counter, LengthTemplate("raw"))
     record = "_id then the cat sat on a|>"
-    (_, part, _), = lengths.measure([(record, "ok")])
+    ((_, part, _),) = lengths.measure([(record, "ok")])
     start, end, _ = part
     pieces = ["<|eot", record, " done"]
     assert counter._added.search("".join(pieces)) is None
@@ -155,7 +245,9 @@ def test_hf_byte_level_tokenizer_counts_with_quicktok_after_checking(llama3_styl
     assert counter._to_verify <= 0 and counter._quicktok is not None
     assert "counting with quicktok" in caplog.text
     with_special = ["before <|eot_id|> after", "<|begin_of_text|>hi"]
-    assert counter.count(with_special) == counter._count_hf(with_special), "added tokens are counted as Hugging Face does"
+    assert counter.count(with_special) == counter._count_hf(with_special), (
+        "added tokens are counted as Hugging Face does"
+    )
 
 
 def test_hf_falls_back_when_quicktok_disagrees(llama3_style, caplog, monkeypatch):
@@ -182,7 +274,9 @@ def test_tokenizer_json_is_loaded_as_transformers_would(llama3_style, tmp_path):
 
     for directory in (llama3_style, require_shared(LLAMA2)):
         direct = tokens._plain_tokenizer_json(str(directory))
-        assert without_post_processor(direct) == without_post_processor(AutoTokenizer.from_pretrained(str(directory)).backend_tokenizer)
+        assert without_post_processor(direct) == without_post_processor(
+            AutoTokenizer.from_pretrained(str(directory)).backend_tokenizer
+        )
     (tmp_path / "tokenizer.json").write_text((llama3_style / "tokenizer.json").read_text())
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"add_prefix_space": True}))
     assert tokens._plain_tokenizer_json(str(tmp_path)) is None, "transformers rebuilds it: load it through transformers"

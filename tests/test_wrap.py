@@ -37,8 +37,12 @@ def test_draws_follow_the_stated_distribution(mode):
 def test_original_shapes():
     # Values that pin each mode to the original sampler's formula (wrap_max 10).
     assert size_pmf("exp", 10)[10] == pytest.approx(1 - math.exp(-1), rel=1e-3)  # x < 1 of Exp(1), truncated at 10
-    assert size_pmf("pareto", 10)[10] == pytest.approx((1 - 1 / 3) / (1 - 1 / 12))  # Lomax(1) in [0, 2), truncated at 11
-    assert size_pmf("logistic2", 10)[10] == pytest.approx((1 / (1 + math.exp(-0.5)) - 0.5) / (1 / (1 + math.exp(-5)) - 0.5))
+    assert size_pmf("pareto", 10)[10] == pytest.approx(
+        (1 - 1 / 3) / (1 - 1 / 12)
+    )  # Lomax(1) in [0, 2), truncated at 11
+    assert size_pmf("logistic2", 10)[10] == pytest.approx(
+        (1 / (1 + math.exp(-0.5)) - 0.5) / (1 / (1 + math.exp(-5)) - 0.5)
+    )
     assert size_pmf("uniform", 4) == {1: 0.25, 2: 0.25, 3: 0.25, 4: 0.25}
     assert draw_group_size("max_length", 10, HashStream("x")) is None
     assert draw_group_size("fix_max", 7, HashStream("x")) == 7

@@ -7,6 +7,7 @@ copy, take jobs from a shared counter and send back only the results. The result
 the same whichever process computes a job, so outputs do not depend on the number of
 processes or on timing.
 """
+
 from __future__ import annotations
 
 import gc
@@ -16,8 +17,9 @@ import queue
 import sys
 import threading
 import traceback
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
@@ -135,7 +137,9 @@ def _receive(receiver: Connection, helper) -> tuple[bool, object]:
         kind, value = receiver.recv()
     except EOFError:
         helper.join()
-        raise HelperFailed(f"a forked helper process died (exit code {helper.exitcode}) before finishing its jobs") from None
+        raise HelperFailed(
+            f"a forked helper process died (exit code {helper.exitcode}) before finishing its jobs"
+        ) from None
     if kind == "error":
         raise HelperFailed(f"a forked helper process failed:\n{value}")
     return kind == "done", value

@@ -1,15 +1,17 @@
 """Beam wiring of Mosaic-IT: read and measure records once, group them by the output
 shard of their (epoch, key) in one shuffle (or, on a one-worker runner, all in one task
 with forked helpers), pack each key and write each shard where it is packed."""
+
 from __future__ import annotations
 
 import functools
 import gc
 import pickle
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple
 
 import apache_beam as beam
 import zstandard
@@ -38,7 +40,7 @@ class MosaicConfig:
 
     tokenizer: str
     length_template: str
-    rules_text: Optional[str]  # the --rules file's content; None for the built-in rules
+    rules_text: str | None  # the --rules file's content; None for the built-in rules
     seed: int
     epochs: int
     epoch_offset: int
@@ -86,7 +88,7 @@ class _WithResources(beam.DoFn):
     def __init__(self, config: MosaicConfig, handle: shared.Shared):
         self.config = config
         self._handle = handle
-        self.resources: Optional[Resources] = None
+        self.resources: Resources | None = None
 
     def setup(self):
         relax_collector()
@@ -109,9 +111,9 @@ class RowBatch:
     estimates it from the first item instead.
     """
 
-    __slots__ = ("_items", "_encoded", "_count")
+    __slots__ = ("_count", "_encoded", "_items")
 
-    def __init__(self, items: Optional[list] = None, encoded: Optional[bytes] = None, count: Optional[int] = None):
+    def __init__(self, items: list | None = None, encoded: bytes | None = None, count: int | None = None):
         self._items, self._encoded = items, encoded
         self._count = len(items) if items is not None else count
 
@@ -175,12 +177,18 @@ class RowBatchCoder(beam.coders.Coder):
 beam.coders.registry.register_coder(RowBatch, RowBatchCoder)
 
 
-def measure_rows(lengths: SampleLengths, records: Sequence[Record], max_length: int) -> tuple[list[Row], list[Rejection]]:
+def measure_rows(
+    lengths: SampleLengths, records: Sequence[Record], max_length: int
+) -> tuple[list[Row], list[Rejection]]:
     """Rows of the records (one tokenizer call for all), and rejections of those alone over the budget."""
     rows, rejected = [], []
-    for record, (n_tokens, prompt_part, output_part) in zip(records, lengths.measure([(r.prompt, r.output) for r in records])):
+    for record, (n_tokens, prompt_part, output_part) in zip(
+        records, lengths.measure([(r.prompt, r.output) for r in records])
+    ):
         if n_tokens > max_length:
-            rejected.append(reject(record, "over_budget", f"{n_tokens} tokens on its own, over --max-length {max_length}"))
+            rejected.append(
+                reject(record, "over_budget", f"{n_tokens} tokens on its own, over --max-length {max_length}")
+            )
         else:
             rows.append(tuple(Measured.of(record, n_tokens, prompt_part, output_part)))
     return rows, rejected
@@ -250,7 +258,9 @@ class _ReadAndMeasureFiles(_WithResources):
             (records if isinstance(item, Record) else rejected).append(item)
         batches = []
         for start in range(0, len(records), MEASURE_BATCH):
-            rows, over_budget = measure_rows(self.resources.lengths, records[start : start + MEASURE_BATCH], self.config.max_length)
+            rows, over_budget = measure_rows(
+                self.resources.lengths, records[start : start + MEASURE_BATCH], self.config.max_length
+            )
             rejected += over_budget
             if rows:
                 batches.append(RowBatch(rows))
@@ -266,7 +276,14 @@ class ReadAndMeasure(beam.PTransform):
     MosaicShards), one task reads and measures every file, with `processes` processes.
     """
 
-    def __init__(self, paths: Sequence[str], config: MosaicConfig, handle: shared.Shared, in_one_task: bool = False, processes: int = 1):
+    def __init__(
+        self,
+        paths: Sequence[str],
+        config: MosaicConfig,
+        handle: shared.Shared,
+        in_one_task: bool = False,
+        processes: int = 1,
+    ):
         super().__init__()
         self.paths, self.config, self.handle = list(paths), config, handle
         self.in_one_task, self.processes = in_one_task, processes
@@ -276,11 +293,16 @@ class ReadAndMeasure(beam.PTransform):
             measured = (
                 pbegin
                 | "AllFiles" >> beam.Create([self.paths])
-                | "ReadAndMeasure" >> beam.ParDo(_ReadAndMeasureFiles(self.config, self.handle, self.processes)).with_output_types(RowBatch).with_outputs(REJECTED, main="rows")
+                | "ReadAndMeasure"
+                >> beam.ParDo(_ReadAndMeasureFiles(self.config, self.handle, self.processes))
+                .with_output_types(RowBatch)
+                .with_outputs(REJECTED, main="rows")
             )
             return {"rows": measured.rows, REJECTED: measured[REJECTED]}
         read = pbegin | "Read" >> ReadRecords(self.paths)
-        measured = read[RECORDS] | "Measure" >> beam.ParDo(_MeasureRecords(self.config, self.handle)).with_output_types(RowBatch).with_outputs(REJECTED, main="rows")
+        measured = read[RECORDS] | "Measure" >> beam.ParDo(_MeasureRecords(self.config, self.handle)).with_output_types(
+            RowBatch
+        ).with_outputs(REJECTED, main="rows")
         rejected = (read[REJECTED], measured[REJECTED]) | "Rejected" >> beam.Flatten()
         return {"rows": measured.rows, REJECTED: rejected}
 
@@ -317,7 +339,9 @@ class EpochOrdinals:
 
     def __init__(self, config: MosaicConfig, num_keys: int):
         self._num_keys = num_keys
-        self._epochs = [(position * num_keys, RecordKeys(config.seed, epoch)) for position, epoch in enumerate(config.epoch_numbers)]
+        self._epochs = [
+            (position * num_keys, RecordKeys(config.seed, epoch)) for position, epoch in enumerate(config.epoch_numbers)
+        ]
 
     def __call__(self, record_id: str) -> list[tuple[int, int]]:
         ordinals = []
@@ -359,11 +383,13 @@ class ShardTally(NamedTuple):
     duplicates: list[Measured]
 
     @classmethod
-    def of(cls, keys: Sequence[PackedKey]) -> "ShardTally":
+    def of(cls, keys: Sequence[PackedKey]) -> ShardTally:
         stats = Counter()
         for packed in keys:
             stats.update(packed.stats)
-        return cls(sum(len(packed.samples) for packed in keys), stats, [m for packed in keys for m in packed.duplicates])
+        return cls(
+            sum(len(packed.samples) for packed in keys), stats, [m for packed in keys for m in packed.duplicates]
+        )
 
 
 class _PackKeys(_WithResources):
@@ -381,7 +407,12 @@ class _PackKeys(_WithResources):
         position, key = divmod(ordinal, num_keys)
         kept, duplicates = order_records(items)
         samples = [sample._asdict() for sample in self.packer.pack(kept, self.config.epoch_offset + position, key)]
-        return PackedKey(ordinal, [json_line(sample) for sample in samples], sample_stats(samples), duplicates if position == 0 else [])
+        return PackedKey(
+            ordinal,
+            [json_line(sample) for sample in samples],
+            sample_stats(samples),
+            duplicates if position == 0 else [],
+        )
 
     def _emit_tally(self, tally: ShardTally):
         detail = "another record has this id; the first in input order (file name, then index) is kept"
@@ -415,7 +446,14 @@ class _PackAndWriteAll(_PackKeys):
     the shard's ShardTally.
     """
 
-    def __init__(self, config: MosaicConfig, handle: shared.Shared, processes: int, directory: str, formats: Sequence[OutputFormat]):
+    def __init__(
+        self,
+        config: MosaicConfig,
+        handle: shared.Shared,
+        processes: int,
+        directory: str,
+        formats: Sequence[OutputFormat],
+    ):
         super().__init__(config, handle)
         self.processes, self.directory, self.formats = processes, directory, list(formats)
 
@@ -441,7 +479,9 @@ class _PackAndWriteAll(_PackKeys):
     def _pack_and_write(self, job: tuple[int, list], num_keys: int, num_shards: int) -> tuple[list[str], ShardTally]:
         shard, key_jobs = job
         keys = [self._pack_key(key_job, num_keys) for key_job in key_jobs]
-        paths = write_shard(self.directory, self.formats, shard, num_shards, [line for packed in keys for line in packed.samples])
+        paths = write_shard(
+            self.directory, self.formats, shard, num_shards, [line for packed in keys for line in packed.samples]
+        )
         return paths, ShardTally.of(keys)
 
 
@@ -462,8 +502,15 @@ class MosaicShards(beam.PTransform):
     """
 
     def __init__(
-        self, config: MosaicConfig, handle: shared.Shared, num_keys, directory: str, formats: Sequence[OutputFormat],
-        num_shards=None, in_one_task: bool = False, processes: int = 1,
+        self,
+        config: MosaicConfig,
+        handle: shared.Shared,
+        num_keys,
+        directory: str,
+        formats: Sequence[OutputFormat],
+        num_shards=None,
+        in_one_task: bool = False,
+        processes: int = 1,
     ):
         super().__init__()
         self.config, self.handle, self.num_keys, self.num_shards = config, handle, num_keys, num_shards
@@ -477,21 +524,31 @@ class MosaicShards(beam.PTransform):
         keys_side, shards_side = beam.pvalue.AsSingleton(self.num_keys), beam.pvalue.AsSingleton(num_shards)
         if self.in_one_task:
             # One empty batch besides the rows, so the task runs (and writes every shard empty) with no valid record.
-            nothing = self.num_keys | "EmptyBatch" >> beam.Map(lambda _: (0, RowBatch([]))).with_output_types(tuple[int, RowBatch])
+            nothing = self.num_keys | "EmptyBatch" >> beam.Map(lambda _: (0, RowBatch([]))).with_output_types(
+                tuple[int, RowBatch]
+            )
             batches = rows | "OneTask" >> beam.Map(lambda batch: (0, batch)).with_output_types(tuple[int, RowBatch])
             packed = (
                 (batches, nothing)
                 | "AllBatches" >> beam.Flatten()
                 | "GroupAll" >> beam.GroupByKey()
-                | "PackAndWrite" >> beam.ParDo(_PackAndWriteAll(self.config, self.handle, self.processes, self.directory, self.formats), keys_side, shards_side)
-                .with_outputs(REJECTED, STATS, main="files")
+                | "PackAndWrite"
+                >> beam.ParDo(
+                    _PackAndWriteAll(self.config, self.handle, self.processes, self.directory, self.formats),
+                    keys_side,
+                    shards_side,
+                ).with_outputs(REJECTED, STATS, main="files")
             )
             return {"files": packed.files, STATS: packed[STATS], REJECTED: packed[REJECTED]}
         packed = (
             rows
-            | "AssignShards" >> beam.ParDo(_AssignShards(self.config), keys_side, shards_side).with_output_types(tuple[int, RowBatch])
+            | "AssignShards"
+            >> beam.ParDo(_AssignShards(self.config), keys_side, shards_side).with_output_types(tuple[int, RowBatch])
             | "GroupByShard" >> beam.GroupByKey()
-            | "PackShards" >> beam.ParDo(_PackShard(self.config, self.handle), keys_side).with_output_types(tuple[int, RowBatch]).with_outputs(REJECTED, STATS, main=SAMPLES)
+            | "PackShards"
+            >> beam.ParDo(_PackShard(self.config, self.handle), keys_side)
+            .with_output_types(tuple[int, RowBatch])
+            .with_outputs(REJECTED, STATS, main=SAMPLES)
         )
         files = packed[SAMPLES] | "Write" >> WriteShards(self.directory, self.formats, num_shards)
         return {"files": files, STATS: packed[STATS], REJECTED: packed[REJECTED]}

@@ -6,6 +6,7 @@ process. The driver watches its own tally (in-memory mode runs the DoFns in its
 process); a worker process of a multi-processing run publishes its tally to the
 folder named by MOSAIC_IT_PROGRESS_DIR about once a second, where the driver sums it.
 """
+
 from __future__ import annotations
 
 import json

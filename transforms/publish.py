@@ -9,12 +9,13 @@ The published manifest lists the files of one complete attempt, so a reader that
 never sees a half-written or failed attempt, and a rerun of the same id replaces the run in one
 step. Folders are never renamed: object stores cannot rename a folder atomically.
 """
+
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -34,7 +35,7 @@ class RunFolder:
     attempt: str  # the attempt folder's name, "attempt-<UTC time>-<random>"
 
     @classmethod
-    def new_attempt(cls, output: str, run_id: str) -> "RunFolder":
+    def new_attempt(cls, output: str, run_id: str) -> RunFolder:
         token = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
         return cls(output, run_id, ATTEMPT_PREFIX + token)
 
@@ -54,7 +55,7 @@ class RunFolder:
 def stale_attempts(run_path: str, paths: Iterable[str], keep: str) -> list[str]:
     """The attempt folders other than `keep` that `paths` (files under `run_path`) lie in."""
     prefix = run_path.rstrip("/") + "/"
-    names = {path[len(prefix):].split("/", 1)[0] for path in paths if path.startswith(prefix)}
+    names = {path[len(prefix) :].split("/", 1)[0] for path in paths if path.startswith(prefix)}
     return [prefix + name for name in sorted(names) if name.startswith(ATTEMPT_PREFIX) and name != keep]
 
 

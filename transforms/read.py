@@ -1,9 +1,10 @@
 """Reading input files into records and rejections."""
+
 from __future__ import annotations
 
 import json
 import posixpath
-from typing import Iterable, Iterator, Sequence, Union
+from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -36,7 +37,7 @@ def file_label(path: str) -> str:
     return posixpath.basename(path.replace("\\", "/"))
 
 
-def read_file(path: str) -> Iterator[Union[Record, Rejection]]:
+def read_file(path: str) -> Iterator[Record | Rejection]:
     """Records of one file: a JSON array (`.json`) or JSON lines (anything else).
 
     A `.json` file that is not one JSON value is read as JSON lines, since many
@@ -60,7 +61,7 @@ def read_file(path: str) -> Iterator[Union[Record, Rejection]]:
         yield parse_object(obj, name, index)
 
 
-def _read_lines(lines: Iterable[bytes], name: str) -> Iterator[Union[Record, Rejection]]:
+def _read_lines(lines: Iterable[bytes], name: str) -> Iterator[Record | Rejection]:
     for index, raw in enumerate(lines):
         raw = raw.rstrip(b"\r\n")
         try:
@@ -104,4 +105,3 @@ class ReadRecords(beam.PTransform):
             | "ListFiles" >> beam.Create(self.paths)
             | "ParseFiles" >> beam.ParDo(_ParseFile()).with_outputs(REJECTED, main=RECORDS)
         )
-

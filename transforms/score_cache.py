@@ -5,6 +5,7 @@ A key is the hash of everything a score depends on (model, tokenizer, template,
 run adds only the scores it computed, in files named by the hash of their content:
 runs never overwrite each other, and a file is complete or absent.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,9 +84,8 @@ class WriteScoreCache(beam.PTransform):
         files = entries | "CacheFiles" >> ShardCount(ENTRIES_PER_FILE)
         return (
             entries
-            | "AssignFile" >> beam.Map(
-                lambda entry, n: (int(entry[0][:8], 16) % n, entry), beam.pvalue.AsSingleton(files)
-            )
+            | "AssignFile"
+            >> beam.Map(lambda entry, n: (int(entry[0][:8], 16) % n, entry), beam.pvalue.AsSingleton(files))
             | "GroupByFile" >> beam.GroupByKey()
             | "WriteCacheFiles" >> beam.ParDo(_WriteCacheFile(self.directory))
         )

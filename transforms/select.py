@@ -1,10 +1,12 @@
 """Beam wiring of IterIT selection: match the previous round, score through the cache and
 RunInference, and order the round in one global step."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, RunInference
@@ -29,9 +31,9 @@ class ScoringConfig:
     """What scoring workers need; built once from the options."""
 
     model: str  # what workers load: a local directory or a hub id
-    model_revision: Optional[str]
+    model_revision: str | None
     tokenizer: str
-    tokenizer_revision: Optional[str]
+    tokenizer_revision: str | None
     identity: ScoringIdentity
     device: str
     batch_tokens: int
@@ -44,7 +46,7 @@ class SelectSettings:
     ratio: float
     score_type: str
     decay: float
-    k: Optional[int]  # fixed by a later round's previous order; None: from the round's window
+    k: int | None  # fixed by a later round's previous order; None: from the round's window
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class Candidate:
     """A record this round scores, with its place in the previous order (None in round 0)."""
 
     record: Record
-    position: Optional[int]
+    position: int | None
 
     @property
     def window_rank(self) -> tuple:
@@ -61,7 +63,7 @@ class Candidate:
 
 
 class _MatchPrevious(beam.DoFn):
-    def __init__(self, window: Optional[int]):
+    def __init__(self, window: int | None):
         self.window = window
 
     def process(self, element):
@@ -94,7 +96,7 @@ class MatchPrevious(beam.PTransform):
     round 0, where every record is a candidate and `previous` is empty.
     """
 
-    def __init__(self, window: Optional[int]):
+    def __init__(self, window: int | None):
         super().__init__()
         self.window = window
 
@@ -114,7 +116,9 @@ def _load_builder(config: ScoringConfig) -> PairBuilder:
     """The tokenizer and pair builder a worker process loads once."""
     from transformers import AutoTokenizer
 
-    return PairBuilder(AutoTokenizer.from_pretrained(config.tokenizer, revision=config.tokenizer_revision), config.identity)
+    return PairBuilder(
+        AutoTokenizer.from_pretrained(config.tokenizer, revision=config.tokenizer_revision), config.identity
+    )
 
 
 class _Prepare(beam.DoFn):
@@ -151,8 +155,13 @@ class Scored:
 
 def scored(candidate: Candidate, losses: CachedLosses, config: ScoringConfig, source: str) -> Scored:
     row = ScoreRow(
-        candidate.record.id, ifd_score(losses.conditional_loss, losses.prior_loss),
-        losses.conditional_loss, losses.prior_loss, losses.response_tokens, config.round, config.model_label,
+        candidate.record.id,
+        ifd_score(losses.conditional_loss, losses.prior_loss),
+        losses.conditional_loss,
+        losses.prior_loss,
+        losses.response_tokens,
+        config.round,
+        config.model_label,
     )
     return Scored(candidate, row, source)
 
@@ -171,7 +180,9 @@ class _Lookup(beam.DoFn):
             for candidate, _ in waiting:
                 yield scored(candidate, cached[0], self.config, "cached")
         else:
-            yield beam.pvalue.TaggedOutput(PENDING, Pending(waiting[0][1], tuple(candidate for candidate, _ in waiting)))
+            yield beam.pvalue.TaggedOutput(
+                PENDING, Pending(waiting[0][1], tuple(candidate for candidate, _ in waiting))
+            )
 
 
 class ResponseLossHandler(ModelHandler[Pending, tuple, Any]):
@@ -194,7 +205,10 @@ class ResponseLossHandler(ModelHandler[Pending, tuple, Any]):
     def run_inference(self, batch: Sequence[Pending], model, inference_args=None) -> Iterable[tuple]:
         conditional = model.mean_nll([(p.pair.conditional, p.pair.conditional_response) for p in batch])
         prior = model.mean_nll([(p.pair.prior, p.pair.prior_response) for p in batch])
-        return [(pending, CachedLosses(c, q, pending.pair.conditional_response)) for pending, c, q in zip(batch, conditional, prior)]
+        return [
+            (pending, CachedLosses(c, q, pending.pair.conditional_response))
+            for pending, c, q in zip(batch, conditional, prior)
+        ]
 
     def get_num_bytes(self, batch: Sequence[Pending]) -> int:
         return sum(8 * (len(p.pair.conditional) + len(p.pair.prior)) for p in batch)
@@ -216,7 +230,9 @@ class _Finish(beam.DoFn):
 
     def process(self, element):
         pending, losses = element
-        if not all(math.isfinite(value) for value in (*losses[:2], ifd_score(losses.conditional_loss, losses.prior_loss))):
+        if not all(
+            math.isfinite(value) for value in (*losses[:2], ifd_score(losses.conditional_loss, losses.prior_loss))
+        ):
             detail = f"conditional loss {losses.conditional_loss}, prior loss {losses.prior_loss}"
             for candidate in pending.candidates:
                 yield beam.pvalue.TaggedOutput(REJECTED, reject(candidate.record, "non_finite_score", detail))
@@ -252,9 +268,8 @@ class ScoreCandidates(beam.PTransform):
         )
         finished = (
             looked_up[PENDING]
-            | "KeyByLengthBucket" >> beam.Map(
-                lambda p: ((p.pair.length.bit_length(), int(p.pair.key[:8], 16) % BATCH_GROUPS), p)
-            )
+            | "KeyByLengthBucket"
+            >> beam.Map(lambda p: ((p.pair.length.bit_length(), int(p.pair.key[:8], 16) % BATCH_GROUPS), p))
             | "GroupByLength" >> beam.GroupByKey()
             | "CutMicroBatches" >> beam.FlatMap(_cut_micro_batches, self.config.batch_tokens)
             | "RunInference" >> RunInference(ResponseLossHandler(self.config).with_no_batching())
@@ -279,5 +294,7 @@ def order_round(window: list[tuple], kept: list[tuple[int, ScoreRow]], settings:
     return assemble_order(
         [(row, response) for _, row, response in ranked],
         [row for _, row in sorted(kept, key=lambda item: item[0])],
-        k, settings.score_type, settings.decay,
+        k,
+        settings.score_type,
+        settings.decay,
     )

@@ -6,13 +6,14 @@ grouped, sorted and written whole (to a temporary name, then renamed), so the sa
 input and seed give byte-identical files on any runner and any number of workers.
 Every shard is written, empty or not, so a `-of-NNNNN` set is always complete.
 """
+
 from __future__ import annotations
 
 import io
 import math
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import apache_beam as beam
 import fastavro
@@ -74,7 +75,14 @@ def _avro(rows: Iterable[dict], file_name: str) -> bytes:
     buffer = io.BytesIO()
     # Avro files normally get a random sync marker; derive it from the file name instead.
     # Deflate at level 1 writes twice as fast as zlib's default level, for files about 10% larger.
-    fastavro.writer(buffer, SAMPLE_SCHEMA, rows, codec="deflate", codec_compression_level=1, sync_marker=digest("avro-sync", file_name))
+    fastavro.writer(
+        buffer,
+        SAMPLE_SCHEMA,
+        rows,
+        codec="deflate",
+        codec_compression_level=1,
+        sync_marker=digest("avro-sync", file_name),
+    )
     return buffer.getvalue()
 
 
@@ -134,7 +142,9 @@ class _WriteShard(beam.DoFn):
     def process(self, element, num_shards: int):
         shard, parts = element
         ordered = sorted(parts, key=lambda part: part[0])
-        yield from write_shard(self.directory, self.formats, shard, num_shards, [row for _, part_rows in ordered for row in part_rows])
+        yield from write_shard(
+            self.directory, self.formats, shard, num_shards, [row for _, part_rows in ordered for row in part_rows]
+        )
 
 
 class WriteShards(beam.PTransform):
@@ -183,7 +193,9 @@ class WriteSortedShards(beam.PTransform):
         )
 
 
-def clear_outputs(directory: str, prefixes: Sequence[str] = OUTPUT_PREFIXES, names: Sequence[str] = ("manifest.json",)) -> None:
+def clear_outputs(
+    directory: str, prefixes: Sequence[str] = OUTPUT_PREFIXES, names: Sequence[str] = ("manifest.json",)
+) -> None:
     """Removes the files of an earlier run in `directory`, so shard sets never mix."""
     patterns = [FileSystems.join(directory, f"{prefix}-*") for prefix in prefixes]
     patterns.extend(FileSystems.join(directory, name) for name in names)

@@ -11,6 +11,7 @@ as the run wrote) and, for the Alpaca rows, the original method's cost model: fo
 group of k records it renders and tokenizes the growing sample k times, one tokenizer call
 per text, as the original Mosaic-IT code does. Both are timed in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT / "../shared"
@@ -42,13 +42,19 @@ class Row:
     wall_s: float
     peak_rss_gb: float
     floor_s: float
-    reference_s: Optional[float] = None
+    reference_s: float | None = None
 
     def cells(self) -> list[str]:
         speed = self.records * EPOCHS / self.wall_s
         cells = [
-            f"{self.records:,}", str(EPOCHS), self.tokenizer, self.mode, f"{self.wall_s:.1f}", f"{speed:,.0f}",
-            f"{self.peak_rss_gb:.2f} GB", f"{self.floor_s:.1f} ({self.wall_s / self.floor_s:.1f}x)",
+            f"{self.records:,}",
+            str(EPOCHS),
+            self.tokenizer,
+            self.mode,
+            f"{self.wall_s:.1f}",
+            f"{speed:,.0f}",
+            f"{self.peak_rss_gb:.2f} GB",
+            f"{self.floor_s:.1f} ({self.wall_s / self.floor_s:.1f}x)",
         ]
         if self.reference_s is not None:
             cells.append(f"{self.reference_s:.1f} ({self.reference_s / self.wall_s:.1f}x)")
@@ -57,7 +63,17 @@ class Row:
         return cells
 
 
-HEADER = ["records", "epochs", "tokenizer", "runner mode", "wall s", "record-epochs/s", "peak RSS", "floor s (run/floor)", "original's cost model s (it/run)"]
+HEADER = [
+    "records",
+    "epochs",
+    "tokenizer",
+    "runner mode",
+    "wall s",
+    "record-epochs/s",
+    "peak RSS",
+    "floor s (run/floor)",
+    "original's cost model s (it/run)",
+]
 
 
 def print_row(cells: list[str]) -> None:
@@ -67,11 +83,16 @@ def print_row(cells: list[str]) -> None:
 # ---------------------------------------------------------------- inputs
 
 
-def build_t0(records: Optional[int], work: Path) -> list[str]:
+def build_t0(records: int | None, work: Path) -> list[str]:
     """The shared T0 shards themselves (records=None), or `records` of them repeated with fresh ids."""
     if records is None:
         return [str(T0 / "*.jsonl")]
-    lines = [line for path in sorted(T0.glob("*.jsonl")) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [
+        line
+        for path in sorted(T0.glob("*.jsonl"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     return [str(_write_repeated(work / f"t0-{records}", [json.loads(line) for line in lines], records))]
 
 
@@ -110,10 +131,19 @@ def train_llama3_style(work: Path) -> str:
         tokenizer.decoder = decoders.ByteLevel()
         specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
         trainer = trainers.BpeTrainer(
-            vocab_size=32000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=specials, show_progress=False
+            vocab_size=32000,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            special_tokens=specials,
+            show_progress=False,
         )
-        texts = [r["instruction"] + "\n" + r["input"] + "\n" + r["output"] for name in ("alpaca_en_demo.json", "alpaca_zh_demo.json") for r in json.loads((SHARED / "data" / name).read_text(encoding="utf-8"))]
-        texts += [line for path in sorted(T0.glob("*.jsonl"))[::4] for line in path.read_text(encoding="utf-8").splitlines()]
+        texts = [
+            r["instruction"] + "\n" + r["input"] + "\n" + r["output"]
+            for name in ("alpaca_en_demo.json", "alpaca_zh_demo.json")
+            for r in json.loads((SHARED / "data" / name).read_text(encoding="utf-8"))
+        ]
+        texts += [
+            line for path in sorted(T0.glob("*.jsonl"))[::4] for line in path.read_text(encoding="utf-8").splitlines()
+        ]
         tokenizer.train_from_iterator(texts, trainer)
         directory.mkdir(parents=True, exist_ok=True)
         tokenizer.save(str(directory / "tokenizer.json"))
@@ -232,7 +262,13 @@ def reference_seconds(inputs: list[str], tokenizer: str, limit: int) -> float:
             size = draw_group_size("uniform", 10, HashStream("reference", epoch, group))
             chosen = timed[first : first + size]
             for k in range(1, len(chosen) + 1):  # the growing sample, rendered and tokenized again
-                sample = compose([r.prompt for r in chosen[:k]], [r.output for r in chosen[:k]], "both", rules, HashStream(epoch, group, k))
+                sample = compose(
+                    [r.prompt for r in chosen[:k]],
+                    [r.output for r in chosen[:k]],
+                    "both",
+                    rules,
+                    HashStream(epoch, group, k),
+                )
                 len(hf(sample.instruction + sample.output)["input_ids"])
             first, group = first + len(chosen), group + 1
     return (time.perf_counter() - start) * len(records) / len(timed)
@@ -241,10 +277,25 @@ def reference_seconds(inputs: list[str], tokenizer: str, limit: int) -> float:
 # ---------------------------------------------------------------- rows
 
 
-def bench(inputs: list[str], records: int, tokenizer: str, label: str, mode: str, work: Path, reference_limit: int = 0) -> Row:
+def bench(
+    inputs: list[str], records: int, tokenizer: str, label: str, mode: str, work: Path, reference_limit: int = 0
+) -> Row:
     print(f"running {records:,} records, {label}, {mode} ...", file=sys.stderr, flush=True)
     output = work / "out"
-    command = [sys.executable, "-m", "pipeline", "run", "--input", *inputs, "--output", str(output), "--formats", "jsonl", "--tokenizer", tokenizer]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "run",
+        "--input",
+        *inputs,
+        "--output",
+        str(output),
+        "--formats",
+        "jsonl",
+        "--tokenizer",
+        tokenizer,
+    ]
     if mode == "multi_processing":
         command += ["--direct_running_mode=multi_processing", f"--direct_num_workers={os.cpu_count()}"]
     wall, peak = run_measured(command)
@@ -253,14 +304,36 @@ def bench(inputs: list[str], records: int, tokenizer: str, label: str, mode: str
     return Row(records, label, mode, wall, peak, floor, reference)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Only the 55k T0 row and the 10k Alpaca rows.")
-    parser.add_argument("--t0-sizes", nargs="*", type=int, default=[250_000, 1_000_000], help="Built T0 inputs after the shared 55,185 records.")
-    parser.add_argument("--alpaca-sizes", nargs="*", type=int, default=[10_000, 100_000], help="Built Alpaca inputs (byte-level tokenizer rows).")
+    parser.add_argument(
+        "--t0-sizes",
+        nargs="*",
+        type=int,
+        default=[250_000, 1_000_000],
+        help="Built T0 inputs after the shared 55,185 records.",
+    )
+    parser.add_argument(
+        "--alpaca-sizes",
+        nargs="*",
+        type=int,
+        default=[10_000, 100_000],
+        help="Built Alpaca inputs (byte-level tokenizer rows).",
+    )
     parser.add_argument("--modes", nargs="+", default=["in_memory"], choices=["in_memory", "multi_processing"])
-    parser.add_argument("--reference-records", type=int, default=20_000, help="Records the original's cost model is timed on (then scaled).")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mosaic-it-bench", help="Built inputs and outputs (kept between runs).")
+    parser.add_argument(
+        "--reference-records",
+        type=int,
+        default=20_000,
+        help="Records the original's cost model is timed on (then scaled).",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "mosaic-it-bench",
+        help="Built inputs and outputs (kept between runs).",
+    )
     args = parser.parse_args(argv)
     if not T0.is_dir():
         print(f"shared data not found at {SHARED}", file=sys.stderr)
@@ -270,7 +343,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     alpaca_sizes = [10_000] if args.quick else args.alpaca_sizes
     llama3_style = train_llama3_style(args.work)
 
-    print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; python {sys.version.split()[0]}")
+    print(
+        f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; python {sys.version.split()[0]}"
+    )
     print_row(HEADER)
     print_row(["---"] * len(HEADER))
     default = ("quicktok:llama3", "quicktok:llama3 (T0)")
@@ -280,9 +355,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         print_row(bench(build_t0(None, args.work), 55_185, *default, mode, args.work).cells())
         for size in t0_sizes:
             print_row(bench(build_t0(size, args.work), size, *default, mode, args.work).cells())
-        print_row(bench(build_alpaca(10_000, args.work), 10_000, *llama2, mode, args.work, args.reference_records).cells())
+        print_row(
+            bench(build_alpaca(10_000, args.work), 10_000, *llama2, mode, args.work, args.reference_records).cells()
+        )
         for size in alpaca_sizes:
-            print_row(bench(build_alpaca(size, args.work), size, *byte_level, mode, args.work, args.reference_records).cells())
+            print_row(
+                bench(build_alpaca(size, args.work), size, *byte_level, mode, args.work, args.reference_records).cells()
+            )
     return 0
 
 

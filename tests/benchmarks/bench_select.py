@@ -10,6 +10,7 @@ it (`order_round`: sort, TF-IDF, lazy greedy, order rows) at --ratio 0.05, --sco
 and reports the phases, peak memory and a power-law fit t = a * n^b with its 1M extrapolation.
 With --paired, records are two T0 responses joined (see `paired`), for sizes up to 1M and more.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from transforms.core.randomness import digest  # noqa: E402
-from transforms.core.records import Record  # noqa: E402
-from transforms.core.selection import ScoreRow, diverse_greedy, selection_size, tfidf  # noqa: E402
-from transforms.select import Candidate, Scored, SelectSettings, for_ordering, order_round  # noqa: E402
+from transforms.core.randomness import digest
+from transforms.core.records import Record
+from transforms.core.selection import ScoreRow, diverse_greedy, selection_size, tfidf
+from transforms.select import Candidate, Scored, SelectSettings, for_ordering, order_round
 
 DATA = Path(__file__).resolve().parents[2] / "../shared/data/t0_50k"
 
@@ -103,7 +104,7 @@ def main() -> None:
         x = np.log([n for n, _ in results])
         y = np.log([t for _, t in results])
         b, log_a = np.polyfit(x, y, 1)
-        print(f"fit: t = {math.exp(log_a):.3g} * n^{b:.2f}; 1,000,000 records -> {math.exp(log_a) * 1e6 ** b:.0f} s")
+        print(f"fit: t = {math.exp(log_a):.3g} * n^{b:.2f}; 1,000,000 records -> {math.exp(log_a) * 1e6**b:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Fixtures of the select tests: tiny tokenizers and models in temporary directories."""
+
 from __future__ import annotations
 
 from pathlib import Path

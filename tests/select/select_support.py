@@ -1,5 +1,6 @@
 """Test helpers of select: a tiny tokenizer trained here, a tiny randomly initialised causal LM
 (nothing is downloaded; what needs torch skips without it), test records, and where shared data lies."""
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,40 @@ OWN_TEMPLATE = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-WORDS = (
-    "alpha beta gamma delta river mountain forest ocean cloud stone paper light music number answer question "
-    "explain summarize translate list describe write compute short story poem fact reason simple green blue red"
-).split()
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "river",
+    "mountain",
+    "forest",
+    "ocean",
+    "cloud",
+    "stone",
+    "paper",
+    "light",
+    "music",
+    "number",
+    "answer",
+    "question",
+    "explain",
+    "summarize",
+    "translate",
+    "list",
+    "describe",
+    "write",
+    "compute",
+    "short",
+    "story",
+    "poem",
+    "fact",
+    "reason",
+    "simple",
+    "green",
+    "blue",
+    "red",
+]
 
 
 def make_records(count: int) -> list[dict]:
@@ -24,12 +55,14 @@ def make_records(count: int) -> list[dict]:
     records = []
     for i in range(count):
         words = [WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 5)]
-        records.append({
-            "id": f"r{i:03d}",
-            "instruction": f"{WORDS[i % 8 + 16]} the {' '.join(words[:2])}",
-            "input": " ".join(words[2:]) if i % 3 == 0 else "",
-            "output": " ".join(WORDS[(i * 5 + j) % len(WORDS)] for j in range(2 + i % 7)) + f" {i}",
-        })
+        records.append(
+            {
+                "id": f"r{i:03d}",
+                "instruction": f"{WORDS[i % 8 + 16]} the {' '.join(words[:2])}",
+                "input": " ".join(words[2:]) if i % 3 == 0 else "",
+                "output": " ".join(WORDS[(i * 5 + j) % len(WORDS)] for j in range(2 + i % 7)) + f" {i}",
+            }
+        )
     return records
 
 
@@ -38,7 +71,9 @@ def build_tokenizer(directory: Path, chat_template: str | None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    corpus = [" ".join(WORDS), "You are a helpful assistant. Input: "] + [" ".join(r.values()) for r in make_records(60)]
+    corpus = [" ".join(WORDS), "You are a helpful assistant. Input: "] + [
+        " ".join(r.values()) for r in make_records(60)
+    ]
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -62,8 +97,13 @@ def build_tiny_model(directory: Path, chat_template: str | None, seed: int = 0) 
 
     tokenizer = build_tokenizer(directory, chat_template)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(directory)
@@ -72,9 +112,10 @@ def build_tiny_model(directory: Path, chat_template: str | None, seed: int = 0) 
 
 def write_jsonl(path: Path, rows: list) -> Path:
     """Rows as JSON lines; a string row is written as it is (for malformed lines)."""
-    path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows), encoding="utf-8")
+    path.write_text(
+        "".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows), encoding="utf-8"
+    )
     return path
 
 
 SHARED = Path(__file__).resolve().parents[2] / "../shared"
-

@@ -1,4 +1,5 @@
 """The scored texts: chat rendering, token-offset masking, truncation, cache keys, IFD arithmetic."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from transforms.core.ifd import (
-    INPUT_SEPARATOR, PROMPT_TEMPLATES, SYSTEM_PROMPT, PairBuilder, ScoringIdentity, ScoringPair, TemplateError,
-    ifd_score, micro_batches, resolve_template, response_token_range,
+    INPUT_SEPARATOR,
+    PROMPT_TEMPLATES,
+    SYSTEM_PROMPT,
+    PairBuilder,
+    ScoringIdentity,
+    ScoringPair,
+    TemplateError,
+    ifd_score,
+    micro_batches,
+    resolve_template,
+    response_token_range,
 )
 from transforms.core.records import Record, Rejection
 
@@ -28,7 +38,7 @@ def decode(tokenizer, ids) -> str:
 
 
 def scored_text(tokenizer, ids, n) -> str:
-    return decode(tokenizer, ids[len(ids) - n:])
+    return decode(tokenizer, ids[len(ids) - n :])
 
 
 def assert_scores_the_response(tokenizer, ids, n, response):

@@ -1,4 +1,5 @@
 """Response losses under a causal LM: the masked NLL on hand-made logits, and batching."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """`mosaic-it select` end to end on the DirectRunner, with a tiny random model."""
+
 from __future__ import annotations
 
 import glob
@@ -29,16 +30,27 @@ def read_jsonl(pattern) -> list[dict]:
 
 
 def select(tmp: Path, output: str, model: Path, *extra: str) -> dict:
-    return run_select([
-        "--input", str(tmp / "input.jsonl"), "--output", str(tmp / output), "--model", str(model),
-        "--max-tokens", "256", "--ratio", RATIO, *extra,
-    ])
+    return run_select(
+        [
+            "--input",
+            str(tmp / "input.jsonl"),
+            "--output",
+            str(tmp / output),
+            "--model",
+            str(model),
+            "--max-tokens",
+            "256",
+            "--ratio",
+            RATIO,
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
 def round0(tmp_path_factory, tiny_model):
     tmp = tmp_path_factory.mktemp("select")
-    write_jsonl(tmp / "input.jsonl", RECORDS + [TWIN] + BAD)
+    write_jsonl(tmp / "input.jsonl", [*RECORDS, TWIN, *BAD])
     return tmp, select(tmp, "round0", tiny_model)
 
 
@@ -65,7 +77,7 @@ def test_order_is_picks_then_ifd_at_least_one_then_the_rest_by_ifd(round0):
     after = order[k:]
     not_candidates = [r for r in after if r["ifd"] >= 1]
     assert after[: len(not_candidates)] == not_candidates
-    rest = [r["ifd"] for r in after[len(not_candidates):]]
+    rest = [r["ifd"] for r in after[len(not_candidates) :]]
     assert all(ifd < 1 for ifd in rest) and rest == sorted(rest, reverse=True)
     assert [r["position"] for r in order] == list(range(len(order)))
     assert manifest["counts"]["candidates"] == k + len(rest)
@@ -87,9 +99,11 @@ def test_selected_are_the_picked_records_in_pick_order(round0):
     tmp, _ = round0
     order = read_jsonl(tmp / "round0/order.jsonl")
     selected = read_jsonl(tmp / "round0/selected-*.jsonl")
-    by_id = {r["id"]: r for r in RECORDS + [TWIN]}
+    by_id = {r["id"]: r for r in [*RECORDS, TWIN]}
     assert [r["id"] for r in selected] == [r["id"] for r in order if r["pick"] is not None]
-    assert selected == [{key: by_id[r["id"]][key] for key in ("id", "instruction", "input", "output")} for r in selected]
+    assert selected == [
+        {key: by_id[r["id"]][key] for key in ("id", "instruction", "input", "output")} for r in selected
+    ]
 
 
 def test_selected_records_feed_mosaic_run(round0):
@@ -121,8 +135,10 @@ def test_scoring_again_without_the_cache_gives_identical_files_on_several_worker
 
 def test_round_one_rescores_the_head_with_the_new_checkpoint_and_keeps_the_rest(round0, tiny_model_next):
     tmp, _ = round0
-    write_jsonl(tmp / "input.jsonl", RECORDS + [TWIN] + BAD + [{"id": "new", "instruction": "a new one", "output": "new"}])
-    manifest = select(tmp, "round1", tiny_model_next, "--round", "1", "--previous", str(tmp / "round0"), "--update-ratio", "2")
+    write_jsonl(tmp / "input.jsonl", [*RECORDS, TWIN, *BAD, {"id": "new", "instruction": "a new one", "output": "new"}])
+    manifest = select(
+        tmp, "round1", tiny_model_next, "--round", "1", "--previous", str(tmp / "round0"), "--update-ratio", "2"
+    )
     previous = read_jsonl(tmp / "round0/order.jsonl")
     order = read_jsonl(tmp / "round1/order.jsonl")
     k, window = 8, 16
@@ -135,16 +151,28 @@ def test_round_one_rescores_the_head_with_the_new_checkpoint_and_keeps_the_rest(
     assert all(r["round"] == 1 and r["model"] == str(tiny_model_next) for r in order[:window])
     assert [{**r, "pick": None} for r in order[window:]] == [{**r, "pick": None} for r in previous[window:]]
     assert [r["pick"] for r in order[: counts["selected"]]] == list(range(counts["selected"]))
-    assert [r["id"] for r in read_jsonl(tmp / "round1/selected-*.jsonl")] == [r["id"] for r in order[: counts["selected"]]]
+    assert [r["id"] for r in read_jsonl(tmp / "round1/selected-*.jsonl")] == [
+        r["id"] for r in order[: counts["selected"]]
+    ]
     assert {r["ifd"] for r in order[:window]} != {r["ifd"] for r in previous[:window]}
 
 
 def test_a_tokenizer_without_chat_template_needs_a_prompt_template(tmp_path, tiny_model_no_template, capsys):
     write_jsonl(tmp_path / "input.jsonl", RECORDS[:12])
-    argv = ["select", "--input", str(tmp_path / "input.jsonl"), "--model", str(tiny_model_no_template), "--max-tokens", "256"]
+    argv = [
+        "select",
+        "--input",
+        str(tmp_path / "input.jsonl"),
+        "--model",
+        str(tiny_model_no_template),
+        "--max-tokens",
+        "256",
+    ]
     assert main([*argv, "--output", str(tmp_path / "auto")]) == 2
     assert "has no chat template; pass --prompt-template" in capsys.readouterr().err
-    assert main([*argv, "--output", str(tmp_path / "chatml"), "--prompt-template", "chatml", "--score-type", "ifd"]) == 0
+    assert (
+        main([*argv, "--output", str(tmp_path / "chatml"), "--prompt-template", "chatml", "--score-type", "ifd"]) == 0
+    )
     order = read_jsonl(tmp_path / "chatml/order.jsonl")
     assert len(order) == 12 and order[0]["pick"] == 0
 
@@ -165,7 +193,15 @@ def test_a_tokenizer_without_chat_template_needs_a_prompt_template(tmp_path, tin
 )
 def test_bad_options_are_one_line_errors(tmp_path, tiny_model, capsys, arguments, message):
     write_jsonl(tmp_path / "input.jsonl", RECORDS[:2])
-    argv = ["select", "--input", str(tmp_path / "input.jsonl"), "--output", str(tmp_path / "out"), "--model", str(tiny_model)]
+    argv = [
+        "select",
+        "--input",
+        str(tmp_path / "input.jsonl"),
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_model),
+    ]
     assert main([*argv, *arguments]) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
@@ -176,10 +212,42 @@ def test_missing_output_model_and_previous_are_one_line_errors(tmp_path, tiny_mo
     base = ["select", "--input", str(tmp_path / "input.jsonl")]
     assert main([*base, "--model", str(tiny_model)]) == 2
     assert main([*base, "--output", str(tmp_path / "o")]) == 2
-    assert main([*base, "--output", str(tmp_path / "o"), "--model", str(tmp_path / "nowhere"), "--round", "1", "--previous", str(tmp_path)]) == 2
-    assert main([*base, "--output", str(tmp_path / "o"), "--model", str(tiny_model), "--round", "1", "--previous", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                *base,
+                "--output",
+                str(tmp_path / "o"),
+                "--model",
+                str(tmp_path / "nowhere"),
+                "--round",
+                "1",
+                "--previous",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                *base,
+                "--output",
+                str(tmp_path / "o"),
+                "--model",
+                str(tiny_model),
+                "--round",
+                "1",
+                "--previous",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     errors = capsys.readouterr().err.splitlines()
     assert [e.split(": ", 2)[2][:30] for e in errors] == [
-        "--output is required", "--model is required", f"--model '{tmp_path / 'nowhere'}' is neither"[:30],
+        "--output is required",
+        "--model is required",
+        f"--model '{tmp_path / 'nowhere'}' is neither"[:30],
         f"--previous '{tmp_path}' holds no manifest"[:30],
     ]

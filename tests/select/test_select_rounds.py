@@ -1,4 +1,5 @@
 """Beam pieces of select without a model: matching a round to the previous order, and the cache files."""
+
 from __future__ import annotations
 
 import apache_beam as beam
@@ -39,7 +40,10 @@ def test_a_later_round_scores_the_window_keeps_the_rest_and_rejects_strangers():
 def test_round_zero_scores_every_record_once():
     records = [record("a", "f:1"), record("a", "f:0"), record("b", "f:2")]
     with BeamTestPipeline() as pipeline:
-        matched = (pipeline | "Records" >> beam.Create(records), pipeline | "Previous" >> beam.Create([])) | MatchPrevious(None)
+        matched = (
+            pipeline | "Records" >> beam.Create(records),
+            pipeline | "Previous" >> beam.Create([]),
+        ) | MatchPrevious(None)
         window = matched[WINDOW] | "WindowIds" >> beam.Map(lambda c: (c.record.id, c.record.origin, c.position))
         assert_that(window, equal_to([("a", "f:0", None), ("b", "f:2", None)]), label="window")
 
@@ -62,4 +66,4 @@ def test_cache_files_are_named_by_content_and_read_back(tmp_path):
     assert len(cache_files(directory)) == 2 and path in cache_files(directory)
     with BeamTestPipeline() as pipeline:
         read = pipeline | ReadScoreCache(cache_files(directory))
-        assert_that(read, equal_to(ENTRIES + [("ef" * 16, CachedLosses(3.0, 3.0, 2))]))
+        assert_that(read, equal_to([*ENTRIES, ("ef" * 16, CachedLosses(3.0, 3.0, 2))]))

@@ -1,4 +1,5 @@
 """TF-IDF, the diversity greedy (against the plain loop), and the order of a round."""
+
 from __future__ import annotations
 
 import glob
@@ -8,17 +9,27 @@ import math
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from select_support import SHARED
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from select_support import SHARED
 
 from transforms.core.randomness import digest
 from transforms.core.selection import (
-    ScoreRow, assemble_order, diverse_greedy, order_window, pick_scores, selection_size, tfidf, top_by_ifd, window_size,
+    ScoreRow,
+    assemble_order,
+    diverse_greedy,
+    order_window,
+    pick_scores,
+    selection_size,
+    tfidf,
+    top_by_ifd,
+    window_size,
 )
 
 
-def plain_greedy(ifd: np.ndarray, weights: sp.csr_matrix, k: int, decay: float, won_with: list | None = None) -> list[int]:
+def plain_greedy(
+    ifd: np.ndarray, weights: sp.csr_matrix, k: int, decay: float, won_with: list | None = None
+) -> list[int]:
     """The reference: the loop as the method states it, on a mutable copy of the weights.
 
     k times: score every row (ifd x sum of its current weights), take the best row not yet
@@ -35,9 +46,9 @@ def plain_greedy(ifd: np.ndarray, weights: sp.csr_matrix, k: int, decay: float, 
         if won_with is not None:
             won_with.append(float(scores[best]))
         picked[best] = True
-        terms = current.indices[current.indptr[best]:current.indptr[best + 1]]
+        terms = current.indices[current.indptr[best] : current.indptr[best + 1]]
         current.data[np.isin(current.indices, terms)] *= decay
-        current.data[current.indptr[best]:current.indptr[best + 1]] = 0
+        current.data[current.indptr[best] : current.indptr[best + 1]] = 0
     return picks
 
 

@@ -1,4 +1,5 @@
 """torch is optional: without it `mosaic-it run` works and `select` says what to install."""
+
 from __future__ import annotations
 
 import subprocess
@@ -23,6 +24,8 @@ def test_run_works_and_select_explains_without_torch(tmp_path):
     mosaic = cli_without_torch("run", "--input", str(source), "--output", str(tmp_path / "mosaic"), "--epochs", "1")
     assert mosaic.returncode == 0, mosaic.stderr
     assert "6 read · 0 rejected" in mosaic.stdout
-    selection = cli_without_torch("select", "--input", str(source), "--output", str(tmp_path / "sel"), "--model", str(tmp_path))
+    selection = cli_without_torch(
+        "select", "--input", str(source), "--output", str(tmp_path / "sel"), "--model", str(tmp_path)
+    )
     assert selection.returncode == 2
     assert "mosaic-it select needs torch: pip install 'mosaic-it-beam[select]'" in selection.stderr

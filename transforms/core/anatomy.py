@@ -4,23 +4,26 @@
 listed instructions, and joins the responses (label, optional tags, text) with the
 rules' response separator. Given the records' own texts, both can be found again.
 """
+
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from transforms.core.rules import Rules
 
 
-def meta_instruction(instruction: str, strategy: str, rules: Rules) -> Optional[str]:
+def meta_instruction(instruction: str, strategy: str, rules: Rules) -> str | None:
     """The meta-instruction line ("" for a primary sample); None when no line looks like one."""
     if strategy == "primary":
         return ""
-    openings = tuple({phrasing.split("{", 1)[0] for phrasings in rules.format.values() for phrasing in phrasings} - {""})
+    openings = tuple(
+        {phrasing.split("{", 1)[0] for phrasings in rules.format.values() for phrasing in phrasings} - {""}
+    )
     lines = instruction.split("\n")
     return next((line for line in (lines[0], lines[-1], *lines) if line.startswith(openings)), None)
 
 
-def response_blocks(output: str, texts: Sequence[str], separator: str) -> Optional[list[str]]:
+def response_blocks(output: str, texts: Sequence[str], separator: str) -> list[str] | None:
     """Splits `output` into one block per response, given each response's own text in output order.
 
     A block ends at the first separator after its text: labels and tags hold no separator,

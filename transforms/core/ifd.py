@@ -9,11 +9,13 @@ response tokens are those whose character offsets overlap the part in between. B
 texts are cut right after the last scored response token (a causal LM's losses do not
 depend on later tokens), and `max_tokens` keeps the same response characters in both.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +62,7 @@ class TemplateError(ValueError):
     """A --prompt-template that names no template, or a tokenizer without a chat template."""
 
 
-def resolve_template(option: str, own_template: Optional[str]) -> str:
+def resolve_template(option: str, own_template: str | None) -> str:
     """The Jinja text of the chat template: the tokenizer's own (`auto`), a built-in name, or a file."""
     if option == OWN_TEMPLATE:
         if not own_template:
@@ -73,7 +75,9 @@ def resolve_template(option: str, own_template: Optional[str]) -> str:
     path = Path(option)
     if path.is_file():
         return path.read_text(encoding="utf-8")
-    raise TemplateError(f"--prompt-template '{option}' is neither {OWN_TEMPLATE}, one of {', '.join(PROMPT_TEMPLATES)}, nor a file")
+    raise TemplateError(
+        f"--prompt-template '{option}' is neither {OWN_TEMPLATE}, one of {', '.join(PROMPT_TEMPLATES)}, nor a file"
+    )
 
 
 def user_turn(record: Record) -> str:
@@ -139,8 +143,15 @@ class ScoringIdentity:
 
     def key(self, record: Record) -> str:
         return digest(
-            SCORING_VERSION, self.model, self.tokenizer, self.template, self.max_tokens, self.dtype,
-            record.instruction, record.input, record.output,
+            SCORING_VERSION,
+            self.model,
+            self.tokenizer,
+            self.template,
+            self.max_tokens,
+            self.dtype,
+            record.instruction,
+            record.input,
+            record.output,
         ).hex()
 
 
@@ -160,7 +171,9 @@ class PairBuilder:
         try:
             self.prior_frame = self._frame(prior_chat(_PLACEHOLDER))
         except Exception as err:  # Jinja raises many types from inside a template
-            raise TemplateError(f"the chat template cannot render a lone assistant turn (the prior text): {err}") from None
+            raise TemplateError(
+                f"the chat template cannot render a lone assistant turn (the prior text): {err}"
+            ) from None
 
     def _render(self, chat: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(chat, chat_template=self.identity.template, tokenize=False)
@@ -173,21 +186,29 @@ class PairBuilder:
         before, _, after = text.partition(_PLACEHOLDER)
         return before, after
 
-    def build(self, records: Sequence[Record]) -> list[Union[ScoringPair, Rejection]]:
+    def build(self, records: Sequence[Record]) -> list[ScoringPair | Rejection]:
         """One result per record, in order; the texts of all records are tokenized in one call."""
         rendered = [self._texts_or_rejection(record) for record in records]
         texts = [(text, span) for item in rendered if not isinstance(item, Rejection) for text, span in item]
-        encoded = self.tokenizer([text for text, _ in texts], add_special_tokens=False, return_offsets_mapping=True) if texts else None
+        encoded = (
+            self.tokenizer([text for text, _ in texts], add_special_tokens=False, return_offsets_mapping=True)
+            if texts
+            else None
+        )
         located = iter(
-            [self._located(ids, offsets, span) for ids, offsets, (_, span) in zip(encoded["input_ids"], encoded["offset_mapping"], texts)]
-            if encoded else []
+            [
+                self._located(ids, offsets, span)
+                for ids, offsets, (_, span) in zip(encoded["input_ids"], encoded["offset_mapping"], texts)
+            ]
+            if encoded
+            else []
         )
         return [
             item if isinstance(item, Rejection) else self._pair(record, next(located), next(located))
             for record, item in zip(records, rendered)
         ]
 
-    def _texts_or_rejection(self, record: Record) -> Union[list[tuple[str, tuple[int, int]]], Rejection]:
+    def _texts_or_rejection(self, record: Record) -> list[tuple[str, tuple[int, int]]] | Rejection:
         try:
             return self._texts(record)
         except Exception as err:  # a mismatch, or anything Jinja raises for this record's chat
@@ -207,7 +228,7 @@ class PairBuilder:
             if not (text.startswith(before) and text.endswith(after) and end >= len(before)):
                 raise TemplateMismatch("the template renders the response's chat differently around the response")
             rendered.append((text, (len(before), end)))
-            responses.append(text[len(before):end])
+            responses.append(text[len(before) : end])
         if responses[0] != responses[1]:
             raise TemplateMismatch("the template renders the response differently with and without the instruction")
         return rendered
@@ -220,7 +241,7 @@ class PairBuilder:
             ids, offsets = [bos, *ids], [(0, 0), *offsets]
         return Located(list(ids), [tuple(o) for o in offsets], *span)
 
-    def _pair(self, record: Record, conditional: Located, prior: Located) -> Union[ScoringPair, Rejection]:
+    def _pair(self, record: Record, conditional: Located, prior: Located) -> ScoringPair | Rejection:
         length = self._kept_length(conditional, conditional.response_end - conditional.response_start)
         length = self._kept_length(prior, length)
         (c_first, c_last), (p_first, p_last) = conditional.tokens_for(length), prior.tokens_for(length)
@@ -230,8 +251,10 @@ class PairBuilder:
             return reject(record, "response_truncated", detail)
         return ScoringPair(
             self.identity.key(record),
-            tuple(conditional.ids[:c_last]), c_last - c_first,
-            tuple(prior.ids[:p_last]), p_last - p_first,
+            tuple(conditional.ids[:c_last]),
+            c_last - c_first,
+            tuple(prior.ids[:p_last]),
+            p_last - p_first,
         )
 
     def _kept_length(self, text: Located, length: int) -> int:

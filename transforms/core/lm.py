@@ -3,13 +3,15 @@
 This is the only module that imports torch; only `mosaic-it select` loads it, so the
 mosaic pipeline runs without torch installed.
 """
+
 from __future__ import annotations
 
 import inspect
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
 
 def resolve_device(option: str) -> str:
     if option == "auto":
@@ -44,7 +46,7 @@ class ResponseLosses:
         self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     @classmethod
-    def load(cls, name: str, revision: str | None, device: str, dtype: str) -> "ResponseLosses":
+    def load(cls, name: str, revision: str | None, device: str, dtype: str) -> ResponseLosses:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=getattr(torch, dtype))
@@ -62,13 +64,13 @@ class ResponseLosses:
         ids = torch.zeros((len(sequences), width), dtype=torch.long)
         attention = torch.zeros((len(sequences), width), dtype=torch.long)
         for row, (tokens, _) in enumerate(sequences):
-            ids[row, width - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
-            attention[row, width - len(tokens):] = 1
+            ids[row, width - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
+            attention[row, width - len(tokens) :] = 1
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         ids, attention, positions = ids.to(self.device), attention.to(self.device), positions.to(self.device)
         extra = {"logits_to_keep": scored + 1} if self.keeps_logits else {}
         logits = self.model(input_ids=ids, attention_mask=attention, position_ids=positions, **extra).logits
-        logits = logits[:, -(scored + 1):-1]
+        logits = logits[:, -(scored + 1) : -1]
         counts = torch.tensor([n for _, n in sequences], device=self.device)
         mask = torch.arange(scored, device=self.device).unsqueeze(0) >= (scored - counts).unsqueeze(1)
         return masked_mean_nll(logits, ids[:, -scored:], mask).cpu().tolist()

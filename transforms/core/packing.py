@@ -9,10 +9,12 @@ next group starts at the first record not taken. The implementation composes a w
 of groups ahead and counts them in one tokenizer call, redoing the window only after
 a shrink, which gives the same result with far fewer tokenizer calls.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple
 
 from transforms.core.randomness import HashStream
 from transforms.core.records import Record, origin_order, prompt_of
@@ -43,8 +45,17 @@ class Measured(NamedTuple):
     output_part: Part = NO_PART
 
     @classmethod
-    def of(cls, record: Record, n_tokens: int, prompt_part: Part = NO_PART, output_part: Part = NO_PART) -> "Measured":
-        return cls(record.id, record.instruction, record.input, record.output, record.origin, n_tokens, prompt_part, output_part)
+    def of(cls, record: Record, n_tokens: int, prompt_part: Part = NO_PART, output_part: Part = NO_PART) -> Measured:
+        return cls(
+            record.id,
+            record.instruction,
+            record.input,
+            record.output,
+            record.origin,
+            n_tokens,
+            prompt_part,
+            output_part,
+        )
 
     @property
     def record(self) -> Record:
@@ -65,7 +76,7 @@ class Sample(NamedTuple):
     count: int
     epoch: int
     strategy: str
-    rule: Optional[str]
+    rule: str | None
     sources: tuple[str, ...]
     response_order: tuple[str, ...]
     masked: tuple[str, ...]
@@ -97,20 +108,24 @@ class Overheads:
         return record_tokens - (count - 1) * self.template + self.fixed + self.per_record * count
 
     @classmethod
-    def measure(cls, lengths: SampleLengths, rules: Rules) -> "Overheads":
+    def measure(cls, lengths: SampleLengths, rules: Rules) -> Overheads:
         big = 99
         fills = {
-            "label": '"Question 99 -"', "begin": '"=== reply 99 ==="', "end": '"=== end of reply 99 ==="',
-            "sequence": "", "numbers": "", "m": big,
+            "label": '"Question 99 -"',
+            "begin": '"=== reply 99 ==="',
+            "end": '"=== end of reply 99 ==="',
+            "sequence": "",
+            "numbers": "",
+            "m": big,
         }
         phrasings = [p.format(**fills) for p in rules.all_phrasings()]
         labels = [label.format(n=big) for label in rules.labels]
         tags = [f"{begin.format(n=big)}\n\n{end.format(n=big)}" for begin, end in rules.tags]
-        separators = list(rules.instruction_separators) + [rules.response_separator]
+        separators = [*list(rules.instruction_separators), rules.response_separator]
         counted = lengths.counter.count(phrasings + labels + tags + separators + [", 99"])
-        phrasing_cost, rest = counted[: len(phrasings)], counted[len(phrasings):]
-        label_cost, rest = rest[: len(labels)], rest[len(labels):]
-        tag_cost, rest = rest[: len(tags)], rest[len(tags):]
+        phrasing_cost, rest = counted[: len(phrasings)], counted[len(phrasings) :]
+        label_cost, rest = rest[: len(labels)], rest[len(labels) :]
+        tag_cost, rest = rest[: len(tags)], rest[len(tags) :]
         separator_cost, number_cost = rest[:-1], rest[-1]
         layout_cost = 4  # the blank lines around the meta-instruction
         return cls(
@@ -157,7 +172,12 @@ class _KeyPacking:
     """The packing of one key: its records, their prompts (built once) and where it stands."""
 
     def __init__(self, packer: KeyPacker, records: Sequence[Measured], epoch: int, key: int):
-        self.settings, self.rules, self.lengths, self.overheads = packer.settings, packer.rules, packer.lengths, packer.overheads
+        self.settings, self.rules, self.lengths, self.overheads = (
+            packer.settings,
+            packer.rules,
+            packer.lengths,
+            packer.overheads,
+        )
         self.records, self.epoch, self.key = records, epoch, key
         self.prompts = [m.prompt for m in records]
         self.prompt_parts = [m.prompt_part for m in records]
@@ -189,7 +209,9 @@ class _KeyPacking:
 
     def _plan_end(self, group: int, start: int) -> int:
         settings, records = self.settings, self.records
-        target = draw_group_size(settings.wrap_mode, settings.wrap_max, HashStream(settings.seed, self.epoch, self.key, group, "size"))
+        target = draw_group_size(
+            settings.wrap_mode, settings.wrap_max, HashStream(settings.seed, self.epoch, self.key, group, "size")
+        )
         end, total = start + 1, records[start].n_tokens
         while end < len(records) and (target is None or end - start < target):
             candidate = total + records[end].n_tokens
@@ -209,7 +231,10 @@ class _KeyPacking:
         for (first, end), c in zip(spans, compositions):
             output_parts = [records[first + position].output_part for position in c.response_order]
             items.append(
-                (Spliced(c.instruction_pieces, c.prompt_slots, self.prompt_parts[first:end]), Spliced(c.output_pieces, c.output_slots, output_parts))
+                (
+                    Spliced(c.instruction_pieces, c.prompt_slots, self.prompt_parts[first:end]),
+                    Spliced(c.output_pieces, c.output_slots, output_parts),
+                )
             )
         return self.lengths.count_spliced(items)
 

@@ -3,10 +3,12 @@
 Nothing here touches Python's global random state or depends on arrival order: a
 draw is a pure function of the seed, the epoch and the key it belongs to.
 """
+
 from __future__ import annotations
 
 import hashlib
-from typing import MutableSequence, Sequence, TypeVar
+from collections.abc import MutableSequence, Sequence
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -26,7 +28,7 @@ class RecordKeys:
     """
 
     def __init__(self, seed: int, epoch: int):
-        self._prefix = hashlib.blake2b(f"record{_SEP}{seed}{_SEP}{epoch}{_SEP}".encode("utf-8"), digest_size=16)
+        self._prefix = hashlib.blake2b(f"record{_SEP}{seed}{_SEP}{epoch}{_SEP}".encode(), digest_size=16)
 
     def __call__(self, record_id: str) -> tuple[int, int]:
         state = self._prefix.copy()

@@ -3,29 +3,30 @@
 Every input line or array element becomes either a :class:`Record` or a
 :class:`Rejection` with a reason from :data:`REJECT_REASONS`; nothing is dropped.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 REJECT_REASONS = (
-    "malformed_json",     # the line or file is not valid JSON
-    "not_an_object",      # valid JSON, but not an object
-    "unknown_shape",      # an object matching none of the supported record shapes
-    "missing_field",      # a required field is absent
-    "not_a_string",       # a text field holds something other than a string
-    "invalid_unicode",    # a text field holds a lone surrogate (an unpaired \ud800-\udfff escape)
+    "malformed_json",  # the line or file is not valid JSON
+    "not_an_object",  # valid JSON, but not an object
+    "unknown_shape",  # an object matching none of the supported record shapes
+    "missing_field",  # a required field is absent
+    "not_a_string",  # a text field holds something other than a string
+    "invalid_unicode",  # a text field holds a lone surrogate (an unpaired \ud800-\udfff escape)
     "empty_instruction",  # the instruction (with its input) is empty or blank
-    "empty_response",     # the response is empty or blank
-    "multi_turn",         # a conversation with more than one user/assistant exchange
-    "unsupported_role",   # a conversation turn that is not system/user/assistant (tool calls...)
-    "over_budget",        # the record alone exceeds --max-length tokens
-    "duplicate_id",       # another record carries the same id; the first by origin is kept
+    "empty_response",  # the response is empty or blank
+    "multi_turn",  # a conversation with more than one user/assistant exchange
+    "unsupported_role",  # a conversation turn that is not system/user/assistant (tool calls...)
+    "over_budget",  # the record alone exceeds --max-length tokens
+    "duplicate_id",  # another record carries the same id; the first by origin is kept
     # `mosaic-it select` only:
     "template_mismatch",  # the chat template does not render the response as one piece of the text
-    "response_truncated", # nothing of the response is left within --max-tokens
-    "non_finite_score",   # the model gave a NaN or infinite loss or IFD
+    "response_truncated",  # nothing of the response is left within --max-tokens
+    "non_finite_score",  # the model gave a NaN or infinite loss or IFD
     "not_in_previous_order",  # a later round's input record that the previous round did not order
 )
 
@@ -92,7 +93,7 @@ def origin_of(file_name: str, index: int) -> str:
     return f"{file_name}:{index}"
 
 
-def parse_line(line: str, file_name: str, index: int) -> Union[Record, Rejection]:
+def parse_line(line: str, file_name: str, index: int) -> Record | Rejection:
     """Parses one JSONL line (or any JSON text holding one record)."""
     origin = origin_of(file_name, index)
     try:
@@ -102,7 +103,7 @@ def parse_line(line: str, file_name: str, index: int) -> Union[Record, Rejection
     return parse_object(obj, file_name, index, raw=line)
 
 
-def parse_object(obj: Any, file_name: str, index: int, raw: str | None = None) -> Union[Record, Rejection]:
+def parse_object(obj: Any, file_name: str, index: int, raw: str | None = None) -> Record | Rejection:
     """Turns one decoded JSON value into a Record, or says why it cannot be one."""
     origin = origin_of(file_name, index)
     if raw is None:
@@ -129,7 +130,9 @@ def parse_object(obj: Any, file_name: str, index: int, raw: str | None = None) -
     return Record(record_id, instruction, input_text, output, origin)
 
 
-_SURROGATE_DETAIL = "the {field} holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which no tokenizer or UTF-8 file can take"
+_SURROGATE_DETAIL = (
+    "the {field} holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which no tokenizer or UTF-8 file can take"
+)
 
 
 def _encodable(text: str) -> bool:
@@ -187,10 +190,14 @@ def _single_exchange(turns: Any, field: str, role_key: str, text_key: str) -> tu
     users = sum(role in _USER_ROLES for role, _ in exchange)
     assistants = sum(role in _ASSISTANT_ROLES for role, _ in exchange)
     if users > 1 or assistants > 1:
-        raise _Invalid("multi_turn", f"{users} user and {assistants} assistant turns; only a single exchange can be mosaicked")
+        raise _Invalid(
+            "multi_turn", f"{users} user and {assistants} assistant turns; only a single exchange can be mosaicked"
+        )
     others = sorted({str(role) for role, _ in exchange} - _USER_ROLES - _ASSISTANT_ROLES)
     if others:
-        raise _Invalid("unsupported_role", f"turns with role {others}; only one user/assistant exchange can be mosaicked")
+        raise _Invalid(
+            "unsupported_role", f"turns with role {others}; only one user/assistant exchange can be mosaicked"
+        )
     if [role in _USER_ROLES for role, _ in exchange] != [True, False]:
         raise _Invalid("missing_field", f"{field} must hold one user turn followed by one assistant turn")
     return exchange[0][1], "", exchange[1][1]

@@ -1,16 +1,26 @@
 """The rules data file: formats and meta-instruction phrasings, loaded and validated."""
+
 from __future__ import annotations
 
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import yaml
 
 PERMUTE_RULES = (
-    "SEQUENCE", "REVERSE", "ALPHA", "ALPHA_REVERSE", "WORDS_ASC", "WORDS_DESC",
-    "CHARS_ASC", "CHARS_DESC", "ODD_EVEN", "EVEN_ODD",
+    "SEQUENCE",
+    "REVERSE",
+    "ALPHA",
+    "ALPHA_REVERSE",
+    "WORDS_ASC",
+    "WORDS_DESC",
+    "CHARS_ASC",
+    "CHARS_DESC",
+    "ODD_EVEN",
+    "EVEN_ODD",
 )
 MASK_RULES = ("MASK_LISTED", "MASK_LONGEST", "MASK_SHORTEST", "MASK_ODD", "MASK_EVEN")
 FORMAT_KINDS = ("numbered_tagged", "numbered", "tagged", "plain")
@@ -23,7 +33,12 @@ _FORMAT_FIELDS = {
     "plain": set(),
 }
 _PERMUTE_FIELDS = {"SEQUENCE": {"sequence"}}
-_MASK_FIELDS = {("MASK_LISTED", "one"): {"numbers"}, ("MASK_LISTED", "many"): {"numbers"}, ("MASK_LONGEST", "many"): {"m"}, ("MASK_SHORTEST", "many"): {"m"}}
+_MASK_FIELDS = {
+    ("MASK_LISTED", "one"): {"numbers"},
+    ("MASK_LISTED", "many"): {"numbers"},
+    ("MASK_LONGEST", "many"): {"m"},
+    ("MASK_SHORTEST", "many"): {"m"},
+}
 
 
 BUILT_IN_RULES = resources.files("transforms").joinpath("data/rules.yaml")
@@ -72,7 +87,7 @@ class Rules:
         return phrasings
 
 
-def load_rules(path: Optional[str] = None) -> Rules:
+def load_rules(path: str | None = None) -> Rules:
     """Loads the rules file at `path` (a local file), or the one shipped with the package."""
     if path is None:
         return parse_rules(BUILT_IN_RULES.read_text(encoding="utf-8"), "built-in rules")
@@ -103,14 +118,18 @@ def _parse(data: Any) -> Rules:
     format_phrasings = {}
     formats = _mapping(data, "format")
     for kind in FORMAT_KINDS:
-        format_phrasings[kind] = _strings(formats, kind, fields=_FORMAT_FIELDS[kind], required=_FORMAT_FIELDS[kind], where="format")
+        format_phrasings[kind] = _strings(
+            formats, kind, fields=_FORMAT_FIELDS[kind], required=_FORMAT_FIELDS[kind], where="format"
+        )
     permute = _rule_table(data, "permute", PERMUTE_RULES)
     maskout = {}
     for rule, entry in _rule_table(data, "maskout", MASK_RULES, raw=True).items():
         forms = {}
         for form in ("one", "many"):
             required = _MASK_FIELDS.get((rule, form), set())
-            forms[form] = _strings(entry, form, fields={"numbers", "m"}, required=required, where=f"maskout.{rule}", optional=form == "one")
+            forms[form] = _strings(
+                entry, form, fields={"numbers", "m"}, required=required, where=f"maskout.{rule}", optional=form == "one"
+            )
         maskout[rule] = MaskPhrasings(forms["one"] or forms["many"], forms["many"])
     return Rules(
         labels=labels,
@@ -164,7 +183,12 @@ def _string(data: dict, key: str) -> str:
 
 
 def _strings(
-    data: dict, key: str, fields: set = frozenset(), required: set = frozenset(), where: str = "", optional: bool = False
+    data: dict,
+    key: str,
+    fields: set = frozenset(),
+    required: set = frozenset(),
+    where: str = "",
+    optional: bool = False,
 ) -> tuple[str, ...]:
     if optional and key not in data:
         return ()
@@ -190,8 +214,12 @@ def _check_fields(text: str, allowed: set, required: set, where: str) -> None:
 def _layouts(data: dict) -> tuple[str, ...]:
     layouts = _strings(data, "layouts", fields={"meta", "instructions"}, required={"meta", "instructions"})
     for layout in layouts:
-        if any(spec or conversion for _, name, spec, conversion in string.Formatter().parse(layout) if name is not None):
-            raise RulesError(f"'layouts': {layout!r}: write {{meta}} and {{instructions}} bare, without a format spec or conversion")
+        if any(
+            spec or conversion for _, name, spec, conversion in string.Formatter().parse(layout) if name is not None
+        ):
+            raise RulesError(
+                f"'layouts': {layout!r}: write {{meta}} and {{instructions}} bare, without a format spec or conversion"
+            )
     return layouts
 
 

@@ -7,13 +7,14 @@ only shrink, so a candidate's last computed score is an upper bound of its curre
 one: :func:`diverse_greedy` keeps those bounds in a max-heap and recomputes only the
 top, which picks exactly what the loop picks with a small fraction of the work.
 """
+
 from __future__ import annotations
 
 import heapq
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -59,7 +60,7 @@ def tfidf(texts: Sequence[str], ngram_max: int = NGRAM_MAX) -> sp.csr_matrix:
     for n in range(1, ngram_max + 1):
         if n > 1:
             fits = offset_in_doc[: len(ids) - n + 1] + n <= lengths[doc_of[: len(ids) - n + 1]]
-            codes = gram[: len(ids) - n + 1] * max(len(words), 1) + ids[n - 1:]
+            codes = gram[: len(ids) - n + 1] * max(len(words), 1) + ids[n - 1 :]
             codes = np.where(fits, codes, -1)
             gram = _dense_ids(codes)
         valid = (offset_in_doc[: len(gram)] + n <= lengths[doc_of[: len(gram)]]) & (gram >= 0)
@@ -108,17 +109,17 @@ def diverse_greedy(ifd: np.ndarray, weights: sp.csr_matrix, k: int, decay: float
     indptr, indices, data = weights.indptr, weights.indices, weights.data
 
     def score(i: int) -> float:
-        columns = indices[indptr[i]:indptr[i + 1]]
-        return row_score(ifd[i], data[indptr[i]:indptr[i + 1]], multipliers[columns])
+        columns = indices[indptr[i] : indptr[i + 1]]
+        return row_score(ifd[i], data[indptr[i] : indptr[i + 1]], multipliers[columns])
 
     heap = [(-score(i), i, 0) for i in range(len(ifd))]
     heapq.heapify(heap)
     picks: list[int] = []
     while heap and len(picks) < k:
-        bound, i, step = heapq.heappop(heap)
+        _bound, i, step = heapq.heappop(heap)
         if step == len(picks):
             picks.append(i)
-            multipliers[indices[indptr[i]:indptr[i + 1]]] *= decay
+            multipliers[indices[indptr[i] : indptr[i + 1]]] *= decay
         else:
             heapq.heappush(heap, (-score(i), i, len(picks)))
     return picks
@@ -130,8 +131,8 @@ def pick_scores(ifd: np.ndarray, weights: sp.csr_matrix, picks: Sequence[int], d
     indptr, indices, data = weights.indptr, weights.indices, weights.data
     scores = []
     for i in picks:
-        columns = indices[indptr[i]:indptr[i + 1]]
-        scores.append(row_score(ifd[i], data[indptr[i]:indptr[i + 1]], multipliers[columns]))
+        columns = indices[indptr[i] : indptr[i + 1]]
+        scores.append(row_score(ifd[i], data[indptr[i] : indptr[i + 1]], multipliers[columns]))
         multipliers[columns] *= decay
     return scores
 
@@ -195,15 +196,25 @@ class ScoreRow:
 
     def to_dict(self) -> dict:
         return {
-            "id": self.id, "ifd": self.ifd, "conditional_loss": self.conditional_loss, "prior_loss": self.prior_loss,
-            "response_tokens": self.response_tokens, "round": self.round, "model": self.model,
+            "id": self.id,
+            "ifd": self.ifd,
+            "conditional_loss": self.conditional_loss,
+            "prior_loss": self.prior_loss,
+            "response_tokens": self.response_tokens,
+            "round": self.round,
+            "model": self.model,
         }
 
     @classmethod
-    def from_dict(cls, row: dict) -> "ScoreRow":
+    def from_dict(cls, row: dict) -> ScoreRow:
         return cls(
-            str(row["id"]), float(row["ifd"]), float(row["conditional_loss"]), float(row["prior_loss"]),
-            int(row["response_tokens"]), int(row["round"]), str(row["model"]),
+            str(row["id"]),
+            float(row["ifd"]),
+            float(row["conditional_loss"]),
+            float(row["prior_loss"]),
+            int(row["response_tokens"]),
+            int(row["round"]),
+            str(row["model"]),
         )
 
 
@@ -226,7 +237,8 @@ def assemble_order(
     return RoundOrder(
         rows=[
             {
-                "position": position, **row.to_dict(),
+                "position": position,
+                **row.to_dict(),
                 "pick": position if position < ordered.picks else None,
                 "score": ordered.pick_scores[position] if position < ordered.picks else None,
             }

@@ -4,12 +4,14 @@
 below decide which responses appear and in what order, and the rules file only says
 how that is phrased.
 """
+
 from __future__ import annotations
 
 import functools
 import math
 import string
-from typing import Callable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from transforms.core.randomness import HashStream
 from transforms.core.rules import MASK_RULES, PERMUTE_RULES, Rules
@@ -28,7 +30,12 @@ _KIND_CHOICES = {
 MASK_RATIO_RANGE = (0.1, 0.5)
 PRIMARY_SEPARATOR = "\n\n"  # what `primary` joins with, whatever the rules say
 # Which format phrasings fit a sample, by (numbered, tagged).
-_FORMAT_KIND = {(True, True): "numbered_tagged", (True, False): "numbered", (False, True): "tagged", (False, False): "plain"}
+_FORMAT_KIND = {
+    (True, True): "numbered_tagged",
+    (True, False): "numbered",
+    (False, True): "tagged",
+    (False, False): "plain",
+}
 # Rules that name instruction numbers: only drawn when the instructions are numbered.
 NUMBERED_RULES = frozenset({"SEQUENCE", "ODD_EVEN", "EVEN_ODD", "MASK_LISTED", "MASK_ODD", "MASK_EVEN"})
 
@@ -37,7 +44,7 @@ class Composition(NamedTuple):
     instruction: str
     output: str
     kind: str  # one of SAMPLE_KINDS
-    rule: Optional[str]
+    rule: str | None
     response_order: tuple[int, ...]  # positions (0-based, instruction order) in response order
     masked: tuple[int, ...]  # positions whose responses are left out, ascending
     # The pieces `instruction` and `output` are joined from, and where the records' own texts
@@ -53,7 +60,7 @@ def words(text: str) -> int:
     return len(text.split())
 
 
-def first_letter(text: str) -> Optional[str]:
+def first_letter(text: str) -> str | None:
     """The first alphabetic character, case-folded, if it is a Latin letter a-z."""
     for char in text:
         if char.isalpha():
@@ -126,8 +133,8 @@ def _applicable(rule: str, texts: Sequence[str], numbered: bool) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=None)
-def layout_parts(layout: str) -> tuple[tuple[str, Optional[str]], ...]:
+@functools.cache
+def layout_parts(layout: str) -> tuple[tuple[str, str | None], ...]:
     """(literal text, placeholder or None) pairs of a layout, in order; the rules file
     allows no format spec or conversion on them, so joining them is layout.format()."""
     return tuple((literal, field) for literal, field, _, _ in string.Formatter().parse(layout))
@@ -143,7 +150,9 @@ def draw_kind(strategy: str, stream: HashStream) -> str:
     return stream.choice(_KIND_CHOICES[strategy])
 
 
-def compose(prompts: Sequence[str], outputs: Sequence[str], strategy: str, rules: Rules, stream: HashStream) -> Composition:
+def compose(
+    prompts: Sequence[str], outputs: Sequence[str], strategy: str, rules: Rules, stream: HashStream
+) -> Composition:
     """Joins one group into a sample. The stream must be the group's own."""
     n = len(prompts)
     kind = draw_kind(strategy, stream)
@@ -159,8 +168,16 @@ def primary(prompts: Sequence[str], outputs: Sequence[str]) -> Composition:
     instruction_pieces, prompt_slots = _joined_with(PRIMARY_SEPARATOR, prompts)
     output_pieces, output_slots = _joined_with(PRIMARY_SEPARATOR, outputs)
     return Composition(
-        "".join(instruction_pieces), "".join(output_pieces), "primary", None, tuple(range(len(prompts))), (),
-        instruction_pieces, prompt_slots, output_pieces, output_slots,
+        "".join(instruction_pieces),
+        "".join(output_pieces),
+        "primary",
+        None,
+        tuple(range(len(prompts))),
+        (),
+        instruction_pieces,
+        prompt_slots,
+        output_pieces,
+        output_slots,
     )
 
 
@@ -221,7 +238,16 @@ class _Formatter:
                 self._instructions(instruction, prompt_slots)
         responses, output_slots = self._responses(order)
         return Composition(
-            "".join(instruction), "".join(responses), kind, rule, tuple(order), tuple(masked), instruction, prompt_slots, responses, output_slots
+            "".join(instruction),
+            "".join(responses),
+            kind,
+            rule,
+            tuple(order),
+            tuple(masked),
+            instruction,
+            prompt_slots,
+            responses,
+            output_slots,
         )
 
     def _instructions(self, pieces: list[str], slots: list[int]) -> None:
@@ -250,7 +276,7 @@ class _Formatter:
                 pieces.append(self.outputs[position])
         return pieces, slots
 
-    def _draw_rule(self, table: dict) -> Optional[str]:
+    def _draw_rule(self, table: dict) -> str | None:
         usable = [rule for rule in table if _applicable(rule, self.prompts, bool(self.label))]
         return self.stream.choice(usable) if usable else None
 
@@ -260,7 +286,7 @@ class _Formatter:
 
 
 @functools.lru_cache(maxsize=4096)
-def _filled_phrasing(phrasing: str, first_label: str, tags: Optional[tuple[str, str]]) -> str:
+def _filled_phrasing(phrasing: str, first_label: str, tags: tuple[str, str] | None) -> str:
     fields = {"label": f'"{first_label.strip()}"'}
     if tags:
         fields["begin"], fields["end"] = (f'"{tag.format(n="N")}"' for tag in tags)

@@ -29,6 +29,7 @@ Hugging Face tokenizers also match added tokens (``<s>``, ``<|eot_id|>``) inside
 text; a text where one could touch a cut is never split (see
 :meth:`HuggingFaceCounter.interior`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,9 +42,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional, Protocol, Sequence
+from typing import NamedTuple, Protocol
 
 DEFAULT_TOKENIZER = "quicktok:llama3"
 QUICKTOK_ENCODINGS = ("llama3", "qwen3", "cl100k_base", "o200k_base")
@@ -83,10 +85,10 @@ class CutRule:
     before_last_cut: re.Pattern  # `before_cut` after a greedy `.*`: it ends at the last cut
 
     @classmethod
-    def from_pattern(cls, name: str, pattern: str) -> "CutRule":
+    def from_pattern(cls, name: str, pattern: str) -> CutRule:
         return cls(name, re.compile(pattern), re.compile("(?s).*" + pattern))
 
-    def interior(self, text: str) -> Optional[tuple[int, int]]:
+    def interior(self, text: str) -> tuple[int, int] | None:
         """(first cut, last cut) of the text, or None when it has fewer than two."""
         first = self.before_cut.search(text)
         if first is None:
@@ -107,11 +109,11 @@ class TokenCounter(Protocol):
 
     def count(self, texts: Sequence[str]) -> list[int]: ...
 
-    def interior(self, text: str) -> Optional[tuple[int, int]]:
+    def interior(self, text: str) -> tuple[int, int] | None:
         """(first cut, last cut) of a text whose count splits there in any context, or None."""
         ...
 
-    def count_in_any_context(self, texts: Sequence[str]) -> list[Optional[int]]:
+    def count_in_any_context(self, texts: Sequence[str]) -> list[int | None]:
         """Counts of texts that count the same wherever they stand; None for a text that may
         not (one holding an added token, which the tokenizer matches across its context)."""
         ...
@@ -120,7 +122,9 @@ class TokenCounter(Protocol):
 class QuicktokCounter:
     def __init__(self, encoding: str):
         if encoding not in QUICKTOK_ENCODINGS:
-            raise TokenizerSpecError(f"unknown quicktok encoding '{encoding}'; choose one of {', '.join(QUICKTOK_ENCODINGS)}")
+            raise TokenizerSpecError(
+                f"unknown quicktok encoding '{encoding}'; choose one of {', '.join(QUICKTOK_ENCODINGS)}"
+            )
         import quicktok
 
         self.spec = f"quicktok:{encoding}"
@@ -132,7 +136,7 @@ class QuicktokCounter:
             return []
         return quicktok_counts(self._encoding, list(texts))
 
-    def count_in_any_context(self, texts: Sequence[str]) -> list[Optional[int]]:
+    def count_in_any_context(self, texts: Sequence[str]) -> list[int | None]:
         return self.count(texts)
 
 
@@ -189,15 +193,15 @@ class HuggingFaceCounter:
             counts = self._verify(texts, counts)
         return counts
 
-    def count_in_any_context(self, texts: Sequence[str]) -> list[Optional[int]]:
-        counts: list[Optional[int]] = self.count(texts)
+    def count_in_any_context(self, texts: Sequence[str]) -> list[int | None]:
+        counts: list[int | None] = self.count(texts)
         if self._added:
             for i, text in enumerate(texts):
                 if self._added.search(text):
                     counts[i] = None
         return counts
 
-    def interior(self, text: str) -> Optional[tuple[int, int]]:
+    def interior(self, text: str) -> tuple[int, int] | None:
         """A text whose added-token matches could cross a cut is not split: it holds an
         added token, or its head or tail could be part of one that began or ends outside it."""
         if self._cuts is None:
@@ -206,7 +210,11 @@ class HuggingFaceCounter:
         if cuts is None or not self._added:
             return cuts
         first, last = cuts
-        if self._added.search(text) or text[: first + 1] in self._added_joined or text[last - 1 :] in self._added_joined:
+        if (
+            self._added.search(text)
+            or text[: first + 1] in self._added_joined
+            or text[last - 1 :] in self._added_joined
+        ):
             return None
         return cuts
 
@@ -223,12 +231,18 @@ class HuggingFaceCounter:
         reference = self._count_hf(checked)
         if reference != counts[: len(checked)]:
             wrong = next(text for text, a, b in zip(checked, counts, reference) if a != b)
-            log.warning("%s: quicktok and Hugging Face counts differ (e.g. on %r); counting with Hugging Face", self.spec, wrong[:80])
+            log.warning(
+                "%s: quicktok and Hugging Face counts differ (e.g. on %r); counting with Hugging Face",
+                self.spec,
+                wrong[:80],
+            )
             self._quicktok = None
             return reference + self._count_hf(texts[len(checked) :])
         self._to_verify -= len(checked)
         if self._to_verify <= 0:
-            log.info("%s: counting with quicktok (it matched Hugging Face on the first %d texts)", self.spec, VERIFY_TEXTS)
+            log.info(
+                "%s: counting with quicktok (it matched Hugging Face on the first %d texts)", self.spec, VERIFY_TEXTS
+            )
         return counts
 
 
@@ -243,12 +257,17 @@ def quicktok_counts(encoding, texts: list[str]) -> list[int]:
 _THREADED_CHARS = 1 << 20
 
 
-def cut_rule(description: dict) -> Optional[CutRule]:
+def cut_rule(description: dict) -> CutRule | None:
     """The cut rule a Hugging Face tokenizer (its tokenizer.json) provably obeys, or None."""
     from quicktok._import_core import KNOWN_PATTERNS
 
     model = description.get("model") or {}
-    if model.get("type") != "BPE" or model.get("dropout") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+    if (
+        model.get("type") != "BPE"
+        or model.get("dropout")
+        or model.get("continuing_subword_prefix")
+        or model.get("end_of_word_suffix")
+    ):
         return None
     if any(t.get("lstrip") or t.get("rstrip") or t.get("single_word") for t in description.get("added_tokens", [])):
         return None
@@ -349,7 +368,9 @@ def quicktok_encoding(serialized: str, spec: str):
             with contextlib.redirect_stdout(io.StringIO()):
                 quicktok.import_tokenizer(str(staging / "tokenizer.json"), name, data_dir=str(staging))
         except Exception as err:  # refused or failed: Hugging Face still counts exactly
-            (staging / "refused.txt").write_text(str(err).splitlines()[0] if str(err) else type(err).__name__, encoding="utf-8")
+            (staging / "refused.txt").write_text(
+                str(err).splitlines()[0] if str(err) else type(err).__name__, encoding="utf-8"
+            )
         (staging / "tokenizer.json").unlink()
         try:
             staging.rename(directory)
@@ -425,10 +446,15 @@ class SampleLengths:
         """For each (prompt, output) of one record: its exact length alone, and the Parts of
         its prompt and output, so that samples holding it recount only around them."""
         cuts = [(self.counter.interior(prompt), self.counter.interior(output)) for prompt, output in pairs]
-        inner = [text[cut[0] : cut[1]] for pair, pair_cuts in zip(pairs, cuts) for text, cut in zip(pair, pair_cuts) if cut]
+        inner = [
+            text[cut[0] : cut[1]] for pair, pair_cuts in zip(pairs, cuts) for text, cut in zip(pair, pair_cuts) if cut
+        ]
         inner_counts = iter(self.counter.count(inner))
         parts = [tuple((*cut, next(inner_counts)) if cut else NO_PART for cut in pair_cuts) for pair_cuts in cuts]
-        items = [(Spliced((prompt,), (0,), (part_p,)), Spliced((output,), (0,), (part_o,))) for (prompt, output), (part_p, part_o) in zip(pairs, parts)]
+        items = [
+            (Spliced((prompt,), (0,), (part_p,)), Spliced((output,), (0,), (part_o,)))
+            for (prompt, output), (part_p, part_o) in zip(pairs, parts)
+        ]
         return [(n, part_p, part_o) for n, (part_p, part_o) in zip(self.count_spliced(items), parts)]
 
     def count_spliced(self, items: Sequence[tuple[Spliced, Spliced]]) -> list[int]:

@@ -5,11 +5,12 @@ the allowed range, and takes ``size = wrap_max - int(x)``. Sampling the base
 distribution truncated to that range by inverse CDF gives the same distribution with
 one uniform draw and no loop. :func:`size_pmf` gives the exact probabilities.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from statistics import NormalDist
-from typing import Callable, Optional
 
 from transforms.core.randomness import HashStream
 
@@ -59,7 +60,7 @@ def _base(mode: str, wrap_max: int) -> _Truncated:
     raise ValueError(f"unknown wrap mode '{mode}'; choose one of {', '.join(WRAP_MODES)}")
 
 
-def draw_group_size(mode: str, wrap_max: int, stream: HashStream) -> Optional[int]:
+def draw_group_size(mode: str, wrap_max: int, stream: HashStream) -> int | None:
     """Target size of one group; None means no limit but the token budget."""
     if mode == "uniform":
         return 1 + stream.below(wrap_max)
@@ -74,7 +75,7 @@ def draw_group_size(mode: str, wrap_max: int, stream: HashStream) -> Optional[in
 def size_pmf(mode: str, wrap_max: int) -> dict[int, float]:
     """Exact probability of each target size (before the budget and key ends cut groups)."""
     if mode == "uniform":
-        return {size: 1 / wrap_max for size in range(1, wrap_max + 1)}
+        return dict.fromkeys(range(1, wrap_max + 1), 1 / wrap_max)
     if mode == "fix_max":
         return {wrap_max: 1.0}
     if mode == "max_length":
