@@ -8,27 +8,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
-import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import GoogleCloudOptions, TestOptions
-from apache_beam.runners import DataflowRunner
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline.errors import UsageError
-from pipeline.inspection import inspect_command
 from pipeline.mosaic import build_mosaic_pipeline
 from pipeline.options import MosaicOptions, OptionsError, own_option_values, validate
-from pipeline.outputs import manifest_at
 from pipeline.progress import configure_logging, run_with_progress
 from pipeline.recipes import apply_recipe
-from pipeline.run_stats import mosaic_table
-from pipeline.runner import new_pipeline
+from pipeline.runner import describes_only, new_pipeline
+from reporting.inspection import inspect_command
+from reporting.run_stats import mosaic_table
+from transforms.core.config import MosaicConfig
 from transforms.core.rules import RulesError, parse_rules
 from transforms.core.tokens import TokenizerSpecError, load_counter
-from transforms.mosaic import MosaicConfig
-from transforms.publish import MANIFEST, PublishRun, RunFolder
+from transforms.files import clear_outputs
+from transforms.formats import REJECTED_FORMAT, SAMPLE_FORMATS
+from transforms.manifest import MANIFEST, read_manifest_at
+from transforms.publish import PublishRun, RunFolder
 from transforms.read import InputError, expand_inputs
-from transforms.write import clear_outputs
+
+OUTPUT_PREFIXES = sorted({fmt.prefix for fmt in SAMPLE_FORMATS.values()} | {REJECTED_FORMAT.prefix})
 
 USAGE = """usage: mosaic-it COMMAND [options] [Beam pipeline options]
   run       make mosaicked training data (see README.md for every option)
@@ -81,7 +81,7 @@ def start(argv: Sequence[str]) -> Started:
         directory, manifest = options.output, FileSystems.join(options.output, MANIFEST)
         if not FileSystems.exists(directory):
             FileSystems.mkdirs(directory)
-        clear_outputs(directory)
+        clear_outputs(directory, OUTPUT_PREFIXES, [MANIFEST])
     own_options = own_option_values(options, MosaicOptions)
     pipeline = new_pipeline(options)
     attempt_manifest = build_mosaic_pipeline(
@@ -93,19 +93,10 @@ def start(argv: Sequence[str]) -> Started:
     return Started(result, manifest, ran=not describes_only(pipeline))
 
 
-def describes_only(pipeline: beam.Pipeline) -> bool:
-    """True when the runner only describes the job: a Dataflow template launch (a Flex Template passes
-    --template_location; the job runs later, on Dataflow) or a Dataflow dry run."""
-    options = pipeline.options
-    return isinstance(pipeline.runner, DataflowRunner) and bool(
-        options.view_as(GoogleCloudOptions).template_location or options.view_as(TestOptions).dry_run
-    )
-
-
 def run(argv: Sequence[str]) -> dict | None:
     """Runs the mosaic pipeline to completion; returns the manifest, or None when the job was only described."""
     started = start(argv)
-    return manifest_at(started.manifest) if started.ran else None
+    return read_manifest_at(started.manifest) if started.ran else None
 
 
 def run_command(argv: Sequence[str]) -> int:
@@ -114,7 +105,7 @@ def run_command(argv: Sequence[str]) -> int:
         return 0
     started = start(flags)
     if started.ran:
-        print(mosaic_table(manifest_at(started.manifest)))
+        print(mosaic_table(read_manifest_at(started.manifest)))
         print(f"manifest: {started.manifest}")
     else:
         print(f"job described, not run here; it writes {started.manifest} last")
@@ -128,7 +119,7 @@ def select_command(argv: Sequence[str]) -> int:
 
 
 def report_command(argv: Sequence[str]) -> int:
-    from pipeline.report import report_command as report  # imported here: it loads matplotlib
+    from reporting.report import report_command as report  # imported here: it loads matplotlib
 
     return report(argv)
 

@@ -6,14 +6,16 @@ import argparse
 import re
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+from pipeline.flags import add_flag
 from pipeline.runner import LocalRunOptions
+from transforms.core.config import MosaicConfig
+from transforms.core.lengths import LENGTH_TEMPLATES
 from transforms.core.strategies import STRATEGIES
-from transforms.core.tokens import DEFAULT_TOKENIZER, LENGTH_TEMPLATES
+from transforms.core.tokens import DEFAULT_TOKENIZER
 from transforms.core.wrap import WRAP_MODES
-from transforms.mosaic import MosaicConfig
-from transforms.write import SAMPLE_FORMATS
+from transforms.formats import SAMPLE_FORMATS
 
 DEFAULT_OUTPUT = "./mosaic-output"
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one folder name on every filesystem
@@ -25,7 +27,7 @@ class OptionsError(ValueError):
 
 def own_option_values(options: PipelineOptions, options_class: type[PipelineOptions]) -> dict:
     """The values of the options `options_class` declares (not Beam's), by name, sorted."""
-    parser = argparse.ArgumentParser()
+    parser = _BeamArgumentParser()
     options_class._add_argparse_args(parser)
     everything = options.get_all_options(retain_unknown_options=False)
     return {name: everything[name] for name in sorted(vars(parser.parse_args([])))}
@@ -36,99 +38,48 @@ def add_input_output(parser: argparse.ArgumentParser) -> None:
     PipelineOptions classes together, so a flag may be declared only once among them."""
     if "--input" in parser._option_string_actions:
         return
-    parser.add_argument(
-        "--input",
+    add_flag(
+        parser,
+        "input",
         nargs="+",
         default=None,
         help="One or more globs of JSONL (.jsonl, .jsonl.gz) or JSON-array (.json) files. "
         "Default for run: the sample records shipped with the package.",
     )
-    parser.add_argument(
-        "--output",
+    add_flag(
+        parser,
+        "output",
         default=DEFAULT_OUTPUT,
-        help=f"Output directory (local path or any Beam filesystem URL). Default for run: {DEFAULT_OUTPUT}; select needs it.",
+        help=f"Output directory (local path or any Beam filesystem URL). Default for run: {DEFAULT_OUTPUT}; "
+        "select needs it.",
     )
 
 
 class MosaicOptions(PipelineOptions):
-    """Every multi-word flag also has its underscore spelling (`--max_length`), the form Beam, Dataflow
-    templates and Airflow generate from an option's name."""
+    """The options of `mosaic-it run`."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
         add_input_output(parser)
-        parser.add_argument(
-            "--tokenizer",
-            default=DEFAULT_TOKENIZER,
-            help="quicktok:<llama3|qwen3|cl100k_base|o200k_base> or hf:<hub id or local directory>.",
-        )
-        parser.add_argument(
-            "--length-template",
-            "--length_template",
-            dest="length_template",
-            default="raw",
-            help=f"What is counted: {' or '.join(LENGTH_TEMPLATES)}.",
-        )
-        parser.add_argument("--epochs", type=int, default=4, help="Passes over the data.")
-        parser.add_argument(
-            "--epoch-offset",
-            "--epoch_offset",
-            dest="epoch_offset",
-            type=int,
-            default=0,
-            help="Number of the first epoch (reruns use fresh numbers).",
-        )
-        parser.add_argument("--seed", type=int, default=0, help="Seed of every random choice.")
-        parser.add_argument(
-            "--wrap-mode",
-            "--wrap_mode",
-            dest="wrap_mode",
-            default="uniform",
-            help=f"Group-size distribution: {', '.join(WRAP_MODES)}.",
-        )
-        parser.add_argument(
-            "--wrap-max",
-            "--wrap_max",
-            dest="wrap_max",
-            type=int,
-            default=10,
-            help="Largest group size the distribution draws.",
-        )
-        parser.add_argument(
-            "--max-length",
-            "--max_length",
-            dest="max_length",
-            type=int,
-            default=2000,
-            help="Token budget of one sample.",
-        )
-        parser.add_argument("--strategy", default="both", help=f"Mosaic strategy: {', '.join(STRATEGIES)}.")
-        parser.add_argument("--rules", default=None, help="Rules and phrasings file replacing the built-in one.")
-        parser.add_argument(
-            "--formats",
-            default="jsonl,avro",
-            help=f"Comma-separated sample outputs: {', '.join(SAMPLE_FORMATS)}.",
-        )
-        parser.add_argument(
-            "--num-shards",
-            "--num_shards",
-            dest="num_shards",
-            type=int,
-            default=0,
-            help="Sample output shards; 0 chooses from the data size.",
-        )
-        parser.add_argument(
-            "--records-per-key",
-            "--records_per_key",
-            dest="records_per_key",
-            type=int,
-            default=2048,
-            help="Records per packing key and epoch (the unit of parallelism).",
-        )
-        parser.add_argument(
-            "--run-id",
-            "--run_id",
-            dest="run_id",
+        tokenizers = "quicktok:<llama3|qwen3|cl100k_base|o200k_base> or hf:<hub id or local directory>"
+        add_flag(parser, "tokenizer", default=DEFAULT_TOKENIZER, help=f"{tokenizers}.")
+        add_flag(parser, "length-template", default="raw", help=f"What is counted: {' or '.join(LENGTH_TEMPLATES)}.")
+        add_flag(parser, "epochs", type=int, default=4, help="Passes over the data.")
+        add_flag(parser, "epoch-offset", type=int, default=0, help="Number of the first epoch (reruns use fresh ones).")
+        add_flag(parser, "seed", type=int, default=0, help="Seed of every random choice.")
+        add_flag(parser, "wrap-mode", default="uniform", help=f"Group-size distribution: {', '.join(WRAP_MODES)}.")
+        add_flag(parser, "wrap-max", type=int, default=10, help="Largest group size the distribution draws.")
+        add_flag(parser, "max-length", type=int, default=2000, help="Token budget of one sample.")
+        add_flag(parser, "strategy", default="both", help=f"Mosaic strategy: {', '.join(STRATEGIES)}.")
+        add_flag(parser, "rules", default=None, help="Rules and phrasings file replacing the built-in one.")
+        outputs = ", ".join(SAMPLE_FORMATS)
+        add_flag(parser, "formats", default="jsonl,avro", help=f"Comma-separated sample outputs: {outputs}.")
+        add_flag(parser, "num-shards", type=int, default=0, help="Sample output shards; 0 chooses from the data size.")
+        unit = "Records per packing key and epoch (the unit of parallelism)."
+        add_flag(parser, "records-per-key", type=int, default=2048, help=unit)
+        add_flag(
+            parser,
+            "run-id",
             default=None,
             help="Publish this run as OUTPUT/RUN_ID/: written into a fresh attempt folder, then "
             "OUTPUT/RUN_ID/manifest.json is written last, listing the files; a rerun of the id replaces it.",

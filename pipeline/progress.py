@@ -16,9 +16,9 @@ from contextlib import contextmanager
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
+from pipeline.runner import where_to_watch
 from transforms.progress import COUNTERS, NAMESPACE, PROGRESS_DIR_ENV, TALLY
 
 LOGGER = logging.getLogger("mosaic_it.progress")
@@ -116,15 +116,6 @@ def metric_counts(result: PipelineResult) -> Counter:
         value = metric.committed if metric.committed is not None else metric.attempted
         counts[metric.key.metric.name] += value or 0
     return counts
-
-
-def where_to_watch(result: PipelineResult, options: PipelineOptions) -> str:
-    runner = str(options.view_as(StandardOptions).runner or "the runner")
-    job_id = result.job_id() if hasattr(result, "job_id") else None
-    cloud = options.view_as(GoogleCloudOptions)
-    if job_id and "dataflow" in runner.lower() and cloud.project and cloud.region:
-        return f"Dataflow job {job_id}: https://console.cloud.google.com/dataflow/jobs/{cloud.region}/{job_id}?project={cloud.project}"
-    return f"job {job_id or '(no id)'} submitted to {runner}; watch it in that runner's console"
 
 
 def run_with_progress(

@@ -1,4 +1,6 @@
-"""The pipeline object of a command, on the runner its options name."""
+"""What the project knows of runners: the pipeline object of a command on the runner its
+options name, the one-process plan of the in-memory runner, and Dataflow's ways of only
+describing a job or being watched elsewhere."""
 
 from __future__ import annotations
 
@@ -7,8 +9,17 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    GoogleCloudOptions,
+    PipelineOptions,
+    StandardOptions,
+    TestOptions,
+)
+from apache_beam.runners import DataflowRunner
+from apache_beam.runners.runner import PipelineResult
 
+from pipeline.flags import add_flag
 from transforms.forked import available_cpus
 
 _DIRECT_NAMES = {None, "direct", "directrunner"}
@@ -23,14 +34,14 @@ class LocalRunOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument(
-            "--pack-processes",
-            "--pack_processes",
-            dest="pack_processes",
+        add_flag(
+            parser,
+            "pack-processes",
             type=int,
             default=0,
             help="In-memory DirectRunner: processes that read, measure and pack, this one and helpers forked from it "
-            f"(0: one per CPU this process may use, at most {DEFAULT_MAX_PROCESSES}). Other runners use their own workers.",
+            f"(0: one per CPU this process may use, at most {DEFAULT_MAX_PROCESSES}). Other runners use their own "
+            "workers.",
         )
 
 
@@ -82,3 +93,21 @@ def _fn_api_runner(options: PipelineOptions):
     return fn_runner.FnApiRunner(
         provision_info=fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
     )
+
+
+def describes_only(pipeline: beam.Pipeline) -> bool:
+    """True when the runner only describes the job: a Dataflow template launch (a Flex Template passes
+    --template_location; the job runs later, on Dataflow) or a Dataflow dry run."""
+    options = pipeline.options
+    return isinstance(pipeline.runner, DataflowRunner) and bool(
+        options.view_as(GoogleCloudOptions).template_location or options.view_as(TestOptions).dry_run
+    )
+
+
+def where_to_watch(result: PipelineResult, options: PipelineOptions) -> str:
+    runner = str(options.view_as(StandardOptions).runner or "the runner")
+    job_id = result.job_id() if hasattr(result, "job_id") else None
+    cloud = options.view_as(GoogleCloudOptions)
+    if job_id and "dataflow" in runner.lower() and cloud.project and cloud.region:
+        return f"Dataflow job {job_id}: https://console.cloud.google.com/dataflow/jobs/{cloud.region}/{job_id}?project={cloud.project}"
+    return f"job {job_id or '(no id)'} submitted to {runner}; watch it in that runner's console"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.flags import add_flag
 from pipeline.options import OptionsError, add_input_output
 from transforms.core.ifd import OWN_TEMPLATE, PROMPT_TEMPLATES
 from transforms.core.selection import SCORE_TYPES
@@ -14,67 +15,32 @@ CACHE_DIRECTORY = "ifd-score-cache"  # default --cache: this folder beside the o
 
 
 class SelectOptions(PipelineOptions):
+    """The options of `mosaic-it select`."""
+
     @classmethod
     def _add_argparse_args(cls, parser):
         add_input_output(parser)
-        parser.add_argument(
-            "--model", default=None, help="Causal LM that scores: a local directory or a Hugging Face hub id."
-        )
-        parser.add_argument(
-            "--model-revision", dest="model_revision", default=None, help="Hub revision of --model (hub ids only)."
-        )
-        parser.add_argument(
-            "--model-tokenizer",
-            dest="model_tokenizer",
-            default=None,
-            help="Tokenizer directory or hub id. Default: the model's own.",
-        )
-        parser.add_argument(
-            "--prompt-template",
-            dest="prompt_template",
-            default=OWN_TEMPLATE,
-            help=f"Chat template: {OWN_TEMPLATE} (the tokenizer's own), {', '.join(PROMPT_TEMPLATES)}, or a Jinja file.",
-        )
-        parser.add_argument(
-            "--max-tokens", dest="max_tokens", type=int, default=2048, help="Tokens of each scored text, at most."
-        )
-        parser.add_argument(
-            "--batch-tokens",
-            dest="batch_tokens",
-            type=int,
-            default=16384,
-            help="Tokens of one model call, padding included (a longer text goes alone).",
-        )
-        parser.add_argument("--device", default="auto", help=f"{', '.join(DEVICES)}: auto is cuda when available.")
-        parser.add_argument(
-            "--dtype", default="auto", help=f"{', '.join(DTYPES)}: auto is bfloat16 on a GPU, else float32."
-        )
-        parser.add_argument("--ratio", type=float, default=0.05, help="Share of records to select; above 1, a count.")
-        parser.add_argument("--score-type", dest="score_type", default="both", help=f"{' or '.join(SCORE_TYPES)}.")
-        parser.add_argument(
-            "--diversity-decay",
-            dest="diversity_decay",
-            type=float,
-            default=0.1,
-            help="Factor on a picked record's TF-IDF terms, for every later pick.",
-        )
-        parser.add_argument("--round", type=int, default=0, help="Round number; rounds after 0 need --previous.")
-        parser.add_argument("--previous", default=None, help="Output directory of the previous round.")
-        parser.add_argument(
-            "--update-ratio",
-            dest="update_ratio",
-            type=int,
-            default=3,
-            help="A later round re-scores the first update-ratio x k records of the previous order.",
-        )
-        parser.add_argument(
-            "--cache",
-            default=None,
-            help=f"Score cache directory. Default: {CACHE_DIRECTORY} beside the output directory.",
-        )
-        parser.add_argument(
-            "--no-cache", dest="no_cache", action="store_true", help="Neither read nor write the score cache."
-        )
+        add_flag(parser, "model", default=None, help="Causal LM that scores: a local directory or a hub id.")
+        add_flag(parser, "model-revision", default=None, help="Hub revision of --model (hub ids only).")
+        add_flag(parser, "model-tokenizer", default=None, help="Tokenizer directory or hub id. Default: the model's.")
+        templates = f"{OWN_TEMPLATE} (the tokenizer's own), {', '.join(PROMPT_TEMPLATES)}, or a Jinja file"
+        add_flag(parser, "prompt-template", default=OWN_TEMPLATE, help=f"Chat template: {templates}.")
+        add_flag(parser, "max-tokens", type=int, default=2048, help="Tokens of each scored text, at most.")
+        call = "Tokens of one model call, padding included (a longer text goes alone)."
+        add_flag(parser, "batch-tokens", type=int, default=16384, help=call)
+        add_flag(parser, "device", default="auto", help=f"{', '.join(DEVICES)}: auto is cuda when available.")
+        add_flag(parser, "dtype", default="auto", help=f"{', '.join(DTYPES)}: auto is bfloat16 on a GPU, else float32.")
+        add_flag(parser, "ratio", type=float, default=0.05, help="Share of records to select; above 1, a count.")
+        add_flag(parser, "score-type", default="both", help=f"{' or '.join(SCORE_TYPES)}.")
+        decay = "Factor on a picked record's TF-IDF terms, for every later pick."
+        add_flag(parser, "diversity-decay", type=float, default=0.1, help=decay)
+        add_flag(parser, "round", type=int, default=0, help="Round number; rounds after 0 need --previous.")
+        add_flag(parser, "previous", default=None, help="Output directory of the previous round.")
+        window = "A later round re-scores the first update-ratio x k records of the previous order."
+        add_flag(parser, "update-ratio", type=int, default=3, help=window)
+        cache = f"Score cache directory. Default: {CACHE_DIRECTORY} beside the output directory."
+        add_flag(parser, "cache", default=None, help=cache)
+        add_flag(parser, "no-cache", action="store_true", help="Neither read nor write the score cache.")
 
 
 def validate(options: SelectOptions, argv: list[str]) -> None:

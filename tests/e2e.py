@@ -7,7 +7,8 @@ from pathlib import Path
 import fastavro
 
 from pipeline.cli import run
-from transforms.core.tokens import LengthTemplate, SampleLengths, load_counter
+from transforms.core.lengths import LengthTemplate, SampleLengths
+from transforms.core.tokens import load_counter
 
 
 def run_job(inputs, output: Path, *extra: str) -> dict:

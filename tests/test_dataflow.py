@@ -15,14 +15,15 @@ from pipeline.cli import start
 from tests.corpus import write_corpus
 
 IMAGE = "us-central1-docker.pkg.dev/my-project/mosaic/mosaic-it:2025-03-01"
-STAGES = {"ReadAndMeasure", "CountValid", "Mosaic", "WriteRejected", "WriteManifest", "PublishRun"}
+STAGES = {"Mosaic", "WriteRejected", "AllStats", "WriteManifest", "PublishRun"}
 # Dataflow gets the plan for many workers: files spread over them, rows grouped by output shard.
 SPREAD_PLAN = {
-    "ReadAndMeasure/Read",
-    "ReadAndMeasure/Measure",
-    "Mosaic/AssignShards",
-    "Mosaic/GroupByShard",
-    "Mosaic/PackShards",
+    "Mosaic/ReadAndMeasure/Read",
+    "Mosaic/ReadAndMeasure/Measure",
+    "Mosaic/CountValid",
+    "Mosaic/Pack/AssignShards",
+    "Mosaic/Pack/GroupByShard",
+    "Mosaic/Pack/PackShards",
     "Mosaic/Write",
 }
 
@@ -51,7 +52,7 @@ def test_the_dataflow_job_holds_every_stage_and_runs_in_the_project_image(tmp_pa
     components = started.result.job.proto_pipeline.components
     names = {transform.unique_name for transform in components.transforms.values()}
     assert {name for name in names if "/" not in name} >= STAGES
-    assert names >= SPREAD_PLAN and "Mosaic/GroupAll" not in names
+    assert names >= SPREAD_PLAN and "Mosaic/ReadPackWrite" not in names
     images = {
         beam_runner_api_pb2.DockerPayload.FromString(environment.payload).container_image
         for environment in components.environments.values()

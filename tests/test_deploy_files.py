@@ -23,10 +23,10 @@ from packaging.specifiers import SpecifierSet
 
 from pipeline.options import MosaicOptions, OptionsError, validate
 from tests.corpus import write_corpus
+from transforms.core.lengths import LENGTH_TEMPLATES
 from transforms.core.strategies import STRATEGIES
-from transforms.core.tokens import LENGTH_TEMPLATES
 from transforms.core.wrap import WRAP_MODES
-from transforms.write import SAMPLE_FORMATS
+from transforms.formats import SAMPLE_FORMATS
 
 tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11")
 

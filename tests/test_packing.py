@@ -53,9 +53,9 @@ def check_invariants(samples, measured, pack_settings, lengths):
         assert sample.n_tokens == n_tokens, "n_tokens is the exact count of the final text"
         assert n_tokens <= pack_settings.max_length, "the budget holds"
         assert sorted(sample.response_order + sample.masked) == sorted(sample.sources)
-        assert sample.count == len(sample.sources)
+        assert sample.group_size == len(sample.sources)
         if pack_settings.wrap_mode != "max_length":
-            assert sample.count <= pack_settings.wrap_max
+            assert sample.group_size <= pack_settings.wrap_max
 
 
 record_lengths = st.lists(st.tuples(st.integers(1, 60), st.integers(1, 80)), min_size=0, max_size=60)
@@ -109,7 +109,7 @@ def test_group_sizes_follow_the_draws_when_the_budget_is_loose(quicktok_lengths)
         quicktok_lengths,
         Overheads.measure(quicktok_lengths, RULES),
     ).pack(measured, 0, 0)
-    sizes = Counter(sample.count for sample in samples[:-1])  # the last group is cut by the key's end
+    sizes = Counter(sample.group_size for sample in samples[:-1])  # the last group is cut by the key's end
     assert set(sizes) == set(range(1, 11))
     assert all(abs(sizes[k] / sum(sizes.values()) - 0.1) < 0.045 for k in sizes)  # ~1,090 groups: 5 sigma
 

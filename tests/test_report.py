@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline import outputs
 from pipeline.cli import main
-from pipeline.inspection import render_samples, run_rules, source_records
-from pipeline.run_stats import mosaic_table, scan_samples
+from reporting import outputs
+from reporting.inspection import render_samples, run_rules, source_records
+from reporting.run_stats import mosaic_table, scan_samples
 from transforms.core.anatomy import meta_instruction, response_blocks
 from transforms.core.strategies import PRIMARY_SEPARATOR
 
@@ -196,7 +196,7 @@ def test_samples_are_read_from_avro_when_no_json_lines_were_written(run_dir, tmp
 
     import fastavro
 
-    from transforms.write import SAMPLE_SCHEMA
+    from transforms.formats import SAMPLE_SCHEMA
 
     rows = list(outputs.samples(str(run_dir)))
     shutil.copy(run_dir / "manifest.json", tmp_path / "manifest.json")

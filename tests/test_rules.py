@@ -2,11 +2,12 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.inspection import run_rules
+from reporting.inspection import run_rules
 from tests.e2e import read_jsonl, run_job
 from tests.shared_data import SHARED_DATA, require_shared
 from transforms.core.randomness import HashStream
-from transforms.core.rules import MASK_RULES, PERMUTE_RULES, RulesError, load_rules
+from transforms.core.rulebook import MASK_RULES, PERMUTE_RULES
+from transforms.core.rules import RulesError, load_rules
 from transforms.core.strategies import compose
 
 

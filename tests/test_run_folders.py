@@ -10,8 +10,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.cli import describes_only, main, run
+from pipeline.cli import main, run
 from pipeline.options import MosaicOptions
+from pipeline.runner import describes_only
 from tests.corpus import RUN_OPTIONS, output_files, write_corpus
 from transforms.publish import RunFolder, stale_attempts
 

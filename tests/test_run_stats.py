@@ -7,8 +7,8 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.mosaic import token_summary
-from pipeline.report import select_summary
-from pipeline.run_stats import (
+from reporting.report import select_summary
+from reporting.run_stats import (
     UNKNOWN_SOURCE,
     expected_mean_size,
     mosaic_table,
@@ -120,7 +120,7 @@ def select_dir(tmp_path):
 
 def test_scan_select_counts_selected_records_per_source(select_dir):
     directory, ifd, picks = select_dir
-    from pipeline import outputs
+    from reporting import outputs
 
     scan = scan_select(
         outputs.json_lines([str(directory / "scores-00000-of-00001.jsonl")]),

@@ -9,8 +9,9 @@ import apache_beam as beam
 
 from tests.e2e import read_jsonl, run_job
 from tests.shared_data import SHARED_DATA, require_shared
+from transforms.core.shards import ShardPlan
 from transforms.core.tokens import NO_PART
-from transforms.mosaic import RowBatch, RowBatchCoder, shard_of
+from transforms.encoding import RowBatch, RowBatchCoder
 
 
 def test_row_batch_round_trips_and_is_decoded_only_when_read():
@@ -30,9 +31,9 @@ def test_row_batch_round_trips_and_is_decoded_only_when_read():
 
 
 def test_shards_hold_contiguous_key_ranges():
-    total_keys, num_shards = 10, 4
-    shards = [shard_of(ordinal, total_keys, num_shards) for ordinal in range(total_keys)]
-    assert shards == sorted(shards) and set(shards) == set(range(num_shards))
+    plan = ShardPlan(keys_per_epoch=5, epochs=2, num_shards=4)
+    shards = [plan.shard_of(ordinal) for ordinal in range(plan.total_keys)]
+    assert shards == sorted(shards) and set(shards) == set(range(plan.num_shards))
 
 
 def test_every_shard_is_written_when_there_are_more_shards_than_keys(tmp_path):

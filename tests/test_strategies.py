@@ -6,8 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transforms.core.randomness import HashStream
+from transforms.core.rulebook import MASK_RULES, PERMUTE_RULES, first_letter, mask_count
+from transforms.core.rulebook import RULES as RULEBOOK
 from transforms.core.rules import load_rules
-from transforms.core.strategies import MASKS, NUMBERED_RULES, PERMUTE_ORDERS, compose, first_letter, mask_count
+from transforms.core.strategies import compose
 
 RULES = load_rules()
 TEXTS = ["banana split", "Apple pie recipe please", "cherry", "apple"]
@@ -28,12 +30,12 @@ TEXTS = ["banana split", "Apple pie recipe please", "cherry", "apple"]
     ],
 )
 def test_permute_rules_give_the_stated_order(rule, order):
-    assert PERMUTE_ORDERS[rule](TEXTS, HashStream("x")) == order
+    assert PERMUTE_RULES[rule].order(TEXTS, HashStream("x")) == order
 
 
 def test_stated_sequence_is_a_permutation_other_than_the_natural_order():
     for i in range(200):
-        order = PERMUTE_ORDERS["SEQUENCE"](TEXTS[:2], HashStream("seq", i))
+        order = PERMUTE_RULES["SEQUENCE"].order(TEXTS[:2], HashStream("seq", i))
         assert order == [1, 0]
 
 
@@ -49,7 +51,7 @@ def test_stated_sequence_is_a_permutation_other_than_the_natural_order():
     ],
 )
 def test_mask_rules_leave_out_what_they_state(rule, m, masked):
-    assert MASKS[rule](TEXTS, m, HashStream("x")) == masked
+    assert MASK_RULES[rule].mask(TEXTS, m, HashStream("x")) == masked
 
 
 def test_mask_count_follows_the_ratio_with_at_least_one():
@@ -107,7 +109,7 @@ def test_rules_naming_numbers_only_with_visible_numbers():
             for k, p in enumerate(prompts)
         )
         unnumbered_samples += not numbered
-        if c.rule in NUMBERED_RULES:
+        if c.rule and RULEBOOK[c.rule].needs_numbers:
             numbered_rules += 1
             assert numbered, c.instruction
     assert numbered_rules > 50 and unnumbered_samples > 20

@@ -17,21 +17,13 @@ from hypothesis import strategies as st
 
 from tests.shared_data import LLAMA2, require_shared
 from transforms.core import tokens
+from transforms.core.lengths import LengthTemplate, SampleLengths, Spliced
 from transforms.core.packing import KeyPacker, Measured, Overheads, PackSettings
 from transforms.core.randomness import HashStream
 from transforms.core.records import Record
 from transforms.core.rules import load_rules
 from transforms.core.strategies import compose
-from transforms.core.tokens import (
-    BYTE_LEVEL_CUTS,
-    METASPACE_CUTS,
-    HuggingFaceCounter,
-    LengthTemplate,
-    QuicktokCounter,
-    SampleLengths,
-    Spliced,
-    cut_rule,
-)
+from transforms.core.tokens import BYTE_LEVEL_CUTS, METASPACE_CUTS, HuggingFaceCounter, QuicktokCounter, cut_rule
 
 SPECIALS = ["<|begin_of_text|>", "<|eot_id|>"]
 # Pieces that exercise every alternative of the pre-tokenizer grammars: contractions, letter

@@ -9,12 +9,13 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.utils import shared
 
 from tests.shared_data import write_jsonl
-from transforms.mosaic import MosaicConfig, MosaicShards, ReadAndMeasure
+from transforms.core.config import MosaicConfig
+from transforms.formats import SAMPLE_FORMATS
+from transforms.in_memory import MosaicInOneProcess
+from transforms.mosaic import FILES, VALID, MosaicJob, MosaicSamples
 from transforms.read import REJECTED, ReadRecords, expand_inputs
-from transforms.write import SAMPLE_FORMATS
 
 CONFIG = MosaicConfig(
     tokenizer="quicktok:llama3",
@@ -72,24 +73,30 @@ def written_samples(directory: Path) -> list[dict]:
     ]
 
 
-@pytest.mark.parametrize("in_one_task", [False, True])
-def test_read_measure_and_mosaic_place_every_record_once_per_epoch(in_one_task, tmp_path):
+def mosaic_plan(one_process: bool, paths: list[str], directory: Path, formats, num_shards: int):
+    """The plan for many workers, or the one-process plan with three processes."""
+    job = MosaicJob(tuple(paths), CONFIG, str(directory), tuple(formats), num_shards)
+    return MosaicInOneProcess(job, processes=3) if one_process else MosaicSamples(job)
+
+
+def reasons(rejections) -> list[tuple[str, str]]:
+    return sorted((r.source, r.reason) for r in rejections)
+
+
+@pytest.mark.parametrize("one_process", [False, True])
+def test_both_plans_place_every_record_once_per_epoch(one_process, tmp_path):
     paths = write_inputs(tmp_path, RECORDS[:20], [*RECORDS[20:], TOO_LONG, "not json"])
     output = tmp_path / "out"
     output.mkdir()
-    handle = shared.Shared()
+    total_keys = 4 * CONFIG.epochs  # 45 valid records, 10 a key
     with TestPipeline() as p:
-        measured = p | ReadAndMeasure(paths, CONFIG, handle, in_one_task, processes=2)
-        num_keys = p | "Keys" >> beam.Create([4])
-        packed = measured["rows"] | MosaicShards(
-            CONFIG, handle, num_keys, str(output), JSONL, in_one_task=in_one_task, processes=2
-        )
-        total_keys = 4 * CONFIG.epochs
-        assert_that(packed["files"] | beam.combiners.Count.Globally(), equal_to([total_keys]), label="a file per shard")
-        assert_that(packed[REJECTED], equal_to([]), label="no duplicates")
-        rejected = measured[REJECTED] | beam.Map(lambda r: (r.source, r.reason))
+        produced = p | mosaic_plan(one_process, paths, output, JSONL, num_shards=total_keys)
+        assert_that(produced[FILES] | beam.combiners.Count.Globally(), equal_to([total_keys]), label="shard files")
+        assert_that(produced[VALID], equal_to([len(RECORDS)]), label="valid")
         assert_that(
-            rejected, equal_to([("long", "over_budget"), ("part-1.jsonl:26", "malformed_json")]), label="rejected"
+            produced[REJECTED] | beam.combiners.ToList() | beam.Map(reasons),
+            equal_to([[("long", "over_budget"), ("part-1.jsonl:26", "malformed_json")]]),
+            label="rejected",
         )
     per_epoch = {}
     for sample in written_samples(output):
@@ -99,34 +106,20 @@ def test_read_measure_and_mosaic_place_every_record_once_per_epoch(in_one_task, 
     assert all(placed == Counter(r["id"] for r in RECORDS) for placed in per_epoch.values())
 
 
-def test_one_task_with_forked_helpers_writes_the_files_and_rejections_of_the_spread_plan(tmp_path):
+def test_the_one_process_plan_writes_the_files_and_rejections_of_the_plan_for_many_workers(tmp_path):
     duplicate = {"id": "r3", "instruction": "A later record reusing an id", "output": "dropped"}
     paths = write_inputs(tmp_path, RECORDS[:15], [*RECORDS[15:30], TOO_LONG], RECORDS[30:], [duplicate, "[1]"])
     formats = [SAMPLE_FORMATS[name] for name in ("jsonl", "avro", "messages")]
-    handle = shared.Shared()
-
-    def run(p, label, **plan):
-        output = tmp_path / label
-        output.mkdir()
-        measured = p | f"{label}Read" >> ReadAndMeasure(paths, CONFIG, handle, **plan)
-        packed = measured["rows"] | f"{label}Pack" >> MosaicShards(
-            CONFIG, handle, num_keys, str(output), formats, num_shards, **plan
-        )
-        rejected = (measured[REJECTED], packed[REJECTED]) | f"{label}Rejections" >> beam.Flatten()
-        return (
-            rejected
-            | f"{label}Reasons" >> beam.Map(lambda r: (r.source, r.reason))
-            | f"{label}Sorted" >> beam.combiners.ToList()
-            | f"{label}Sort" >> beam.Map(sorted)
-        )
-
+    expected = sorted([("part-3.jsonl:1", "not_an_object"), ("long", "over_budget"), ("r3", "duplicate_id")])
     with TestPipeline() as p:
-        num_keys = p | "Keys" >> beam.Create([4])
-        num_shards = p | "Shards" >> beam.Create([5])
-        one, spread = run(p, "one", in_one_task=True, processes=3), run(p, "spread")
-        expected = [("part-3.jsonl:1", "not_an_object"), ("long", "over_budget"), ("r3", "duplicate_id")]
-        assert_that(one, equal_to([sorted(expected)]), label="one task")
-        assert_that(spread, equal_to([sorted(expected)]), label="spread")
+        for label, one_process in (("one", True), ("spread", False)):
+            (tmp_path / label).mkdir()
+            produced = p | label >> mosaic_plan(one_process, paths, tmp_path / label, formats, num_shards=5)
+            assert_that(
+                produced[REJECTED] | f"{label}All" >> beam.combiners.ToList() | f"{label}Reasons" >> beam.Map(reasons),
+                equal_to([expected]),
+                label=f"{label} rejected",
+            )
     files = {
         directory: {path.name: path.read_bytes() for path in (tmp_path / directory).iterdir()}
         for directory in ("one", "spread")
@@ -135,20 +128,15 @@ def test_one_task_with_forked_helpers_writes_the_files_and_rejections_of_the_spr
     assert len(written_samples(tmp_path / "one")) > 0
 
 
-@pytest.mark.parametrize("in_one_task", [False, True])
-def test_with_no_valid_record_every_shard_is_written_empty(in_one_task, tmp_path):
+@pytest.mark.parametrize("one_process", [False, True])
+def test_with_no_valid_record_every_shard_is_written_empty(one_process, tmp_path):
     paths = write_inputs(tmp_path, ["not json", TOO_LONG])
     output = tmp_path / "out"
     output.mkdir()
-    handle = shared.Shared()
     with TestPipeline() as p:
-        measured = p | ReadAndMeasure(paths, CONFIG, handle, in_one_task, processes=2)
-        num_keys, num_shards = p | "Keys" >> beam.Create([1]), p | "Shards" >> beam.Create([2])
-        packed = measured["rows"] | MosaicShards(
-            CONFIG, handle, num_keys, str(output), JSONL, num_shards, in_one_task, processes=2
-        )
+        produced = p | mosaic_plan(one_process, paths, output, JSONL, num_shards=2)
         assert_that(
-            packed["files"] | beam.Map(lambda path: path.rsplit("/", 1)[-1]),
+            produced[FILES] | beam.Map(lambda path: path.rsplit("/", 1)[-1]),
             equal_to([f"mosaics-0000{i}-of-00002.jsonl" for i in (0, 1)]),
         )
     assert [path.read_bytes() for path in sorted(output.iterdir())] == [b"", b""]

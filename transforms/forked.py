@@ -19,7 +19,8 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
-from typing import TypeVar
+from multiprocessing.process import BaseProcess
+from typing import Any, TypeVar, cast
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
@@ -56,7 +57,7 @@ def map_forked(function: Callable[[Job], Result], jobs: Sequence[Job], processes
         return
     context = multiprocessing.get_context("fork")
     taken = context.Value("q", 0)  # jobs handed out so far, in shared memory
-    running: dict[Connection, multiprocessing.process.BaseProcess] = {}
+    running: dict[Any, BaseProcess] = {}  # receiving end of its pipe -> helper
     try:
         # Objects alive now are never collected by a helper, so its collector does not touch
         # (and so copy) the pages it shares with this process.
@@ -78,18 +79,18 @@ def map_forked(function: Callable[[Job], Result], jobs: Sequence[Job], processes
                     yield function(jobs[job])
                     continue
                 ready = wait(list(running))
-            for receiver in ready:
-                done, value = _receive(receiver, running[receiver])
+            for pipe_end in cast(list[Connection], ready):
+                done, value = _receive(pipe_end, running[pipe_end])
                 if done:
-                    running.pop(receiver).join()
-                    receiver.close()
+                    running.pop(pipe_end).join()
+                    pipe_end.close()
                 else:
                     yield value
     finally:  # on an error, or when the caller stops early: no helper outlives the map
-        for receiver, helper in running.items():
-            helper.terminate()
-            helper.join()
-            receiver.close()
+        for pipe_end, running_helper in running.items():
+            running_helper.terminate()
+            running_helper.join()
+            pipe_end.close()
 
 
 def _take(taken, total: int):
@@ -131,7 +132,7 @@ def _send_all(unsent: queue.Queue, sender: Connection) -> None:
         sender.send(message)
 
 
-def _receive(receiver: Connection, helper) -> tuple[bool, object]:
+def _receive(receiver: Connection, helper: BaseProcess) -> tuple[bool, Any]:
     """(True, None) when the helper is done, else (False, its next result)."""
     try:
         kind, value = receiver.recv()

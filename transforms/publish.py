@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.write import write_atomically
+from transforms.files import write_atomically
+from transforms.manifest import MANIFEST
 
-MANIFEST = "manifest.json"
 ATTEMPT_PREFIX = "attempt-"
 
 

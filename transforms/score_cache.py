@@ -15,7 +15,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.core.randomness import digest
-from transforms.write import ShardCount, write_atomically
+from transforms.files import write_atomically
+from transforms.write import KeyByShard
 
 CACHE_PATTERN = "ifd-*.jsonl"
 ENTRIES_PER_FILE = 100_000
@@ -73,19 +74,12 @@ class _WriteCacheFile(beam.DoFn):
         yield path
 
 
-class WriteScoreCache(beam.PTransform):
+def _file_of(entry: tuple[str, CachedLosses], files: int) -> tuple[int, tuple[str, CachedLosses]]:
+    return int(entry[0][:8], 16) % files, entry
+
+
+@beam.ptransform_fn
+def WriteScoreCache(entries, directory: str):
     """(key, CachedLosses) of newly computed scores -> new cache files; yields their paths."""
-
-    def __init__(self, directory: str):
-        super().__init__()
-        self.directory = directory
-
-    def expand(self, entries):
-        files = entries | "CacheFiles" >> ShardCount(ENTRIES_PER_FILE)
-        return (
-            entries
-            | "AssignFile"
-            >> beam.Map(lambda entry, n: (int(entry[0][:8], 16) % n, entry), beam.pvalue.AsSingleton(files))
-            | "GroupByFile" >> beam.GroupByKey()
-            | "WriteCacheFiles" >> beam.ParDo(_WriteCacheFile(self.directory))
-        )
+    keyed, _ = entries | "AssignFile" >> KeyByShard(ENTRIES_PER_FILE, _file_of)
+    return keyed | "GroupByFile" >> beam.GroupByKey() | "WriteCacheFiles" >> beam.ParDo(_WriteCacheFile(directory))

@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from transforms.core.lengths import SampleLengths, Spliced
 from transforms.core.randomness import HashStream
 from transforms.core.records import Record, origin_order, prompt_of
 from transforms.core.rules import Rules
 from transforms.core.strategies import Composition, compose, primary
-from transforms.core.tokens import NO_PART, Part, SampleLengths, Spliced
+from transforms.core.tokens import NO_PART, Part
 from transforms.core.wrap import draw_group_size
 
 _WINDOW = 64  # groups composed and counted per tokenizer call
@@ -67,13 +68,17 @@ class Measured(NamedTuple):
 
 
 class Sample(NamedTuple):
-    """One output sample; its fields, in this order, are the output record's."""
+    """One output sample; its fields, in this order, are the output record's (see `row`).
+
+    `group_size` is the record's `count` field: a named tuple cannot have a field `count`,
+    which would hide tuple.count.
+    """
 
     id: str
     instruction: str
     input: str
     output: str
-    count: int
+    group_size: int
     epoch: int
     strategy: str
     rule: str | None
@@ -81,6 +86,13 @@ class Sample(NamedTuple):
     response_order: tuple[str, ...]
     masked: tuple[str, ...]
     n_tokens: int
+
+    def row(self) -> dict:
+        """The output record."""
+        return dict(zip(SAMPLE_FIELDS, self))
+
+
+SAMPLE_FIELDS = ("id", "instruction", "input", "output", "count", *Sample._fields[5:])
 
 
 @dataclass(frozen=True)
@@ -200,7 +212,7 @@ class _KeyPacking:
         return samples
 
     def _plan_window(self, start: int, group: int) -> list[tuple[int, int, int]]:
-        plans = []
+        plans: list[tuple[int, int, int]] = []
         while start < len(self.records) and len(plans) < _WINDOW:
             end = self._plan_end(group, start)
             plans.append((group, start, end))
@@ -258,7 +270,7 @@ class _KeyPacking:
             instruction=composition.instruction,
             input="",
             output=composition.output,
-            count=len(ids),
+            group_size=len(ids),
             epoch=self.epoch,
             strategy=composition.kind,
             rule=composition.rule,

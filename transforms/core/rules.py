@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
-PERMUTE_RULES = (
-    "SEQUENCE",
-    "REVERSE",
-    "ALPHA",
-    "ALPHA_REVERSE",
-    "WORDS_ASC",
-    "WORDS_DESC",
-    "CHARS_ASC",
-    "CHARS_DESC",
-    "ODD_EVEN",
-    "EVEN_ODD",
-)
-MASK_RULES = ("MASK_LISTED", "MASK_LONGEST", "MASK_SHORTEST", "MASK_ODD", "MASK_EVEN")
+from transforms.core.rulebook import MASK_RULES, PERMUTE_RULES, Rule
+
 FORMAT_KINDS = ("numbered_tagged", "numbered", "tagged", "plain")
 
 # Placeholders each kind of phrasing must contain (all of them) and may contain.
@@ -32,14 +21,8 @@ _FORMAT_FIELDS = {
     "tagged": {"begin", "end"},
     "plain": set(),
 }
-_PERMUTE_FIELDS = {"SEQUENCE": {"sequence"}}
-_MASK_FIELDS = {
-    ("MASK_LISTED", "one"): {"numbers"},
-    ("MASK_LISTED", "many"): {"numbers"},
-    ("MASK_LONGEST", "many"): {"m"},
-    ("MASK_SHORTEST", "many"): {"m"},
-}
 
+RuleT = TypeVar("RuleT", bound=Rule)
 
 BUILT_IN_RULES = resources.files("transforms").joinpath("data/rules.yaml")
 
@@ -121,16 +104,27 @@ def _parse(data: Any) -> Rules:
         format_phrasings[kind] = _strings(
             formats, kind, fields=_FORMAT_FIELDS[kind], required=_FORMAT_FIELDS[kind], where="format"
         )
-    permute = _rule_table(data, "permute", PERMUTE_RULES)
+    permute = {
+        rule.name: _strings(
+            table, rule.name, fields=rule.allowed, required=rule.placeholders.get("phrasings", set()), where="permute"
+        )
+        for rule, table in _rule_table(data, PERMUTE_RULES)
+    }
     maskout = {}
-    for rule, entry in _rule_table(data, "maskout", MASK_RULES, raw=True).items():
-        forms = {}
-        for form in ("one", "many"):
-            required = _MASK_FIELDS.get((rule, form), set())
-            forms[form] = _strings(
-                entry, form, fields={"numbers", "m"}, required=required, where=f"maskout.{rule}", optional=form == "one"
+    for rule, table in _rule_table(data, MASK_RULES):
+        entry = _mapping(table, rule.name, where="maskout")
+        forms = {
+            form: _strings(
+                entry,
+                form,
+                fields=rule.allowed,
+                required=rule.placeholders.get(form, set()),
+                where=f"maskout.{rule.name}",
+                optional=form == "one",
             )
-        maskout[rule] = MaskPhrasings(forms["one"] or forms["many"], forms["many"])
+            for form in rule.forms
+        }
+        maskout[rule.name] = MaskPhrasings(forms["one"] or forms["many"], forms["many"])
     return Rules(
         labels=labels,
         tags=tags,
@@ -145,20 +139,16 @@ def _parse(data: Any) -> Rules:
     )
 
 
-def _rule_table(data: dict, section: str, known: tuple[str, ...], raw: bool = False) -> dict:
+def _rule_table(data: dict, known: Mapping[str, RuleT]) -> list[tuple[RuleT, dict]]:
+    """(rule, the section's mapping) for each rule of the section the file names, in the rulebook's order."""
+    section = next(iter(known.values())).kind
     table = _mapping(data, section)
     unknown = sorted(set(table) - set(known))
     if unknown:
         raise RulesError(f"{section}: unknown rule(s) {unknown}; implemented rules are {list(known)}")
     if not table:
         raise RulesError(f"{section}: needs at least one rule")
-    if raw:
-        return {rule: _mapping(table, rule, where=section) for rule in known if rule in table}
-    return {
-        rule: _strings(table, rule, fields={"sequence"}, required=_PERMUTE_FIELDS.get(rule, set()), where=section)
-        for rule in known
-        if rule in table
-    }
+    return [(rule, table) for name, rule in known.items() if name in table]
 
 
 def _mapping(data: dict, key: str, where: str = "") -> dict:
@@ -185,8 +175,8 @@ def _string(data: dict, key: str) -> str:
 def _strings(
     data: dict,
     key: str,
-    fields: set = frozenset(),
-    required: set = frozenset(),
+    fields: Set[str] = frozenset(),
+    required: Set[str] = frozenset(),
     where: str = "",
     optional: bool = False,
 ) -> tuple[str, ...]:
@@ -200,7 +190,7 @@ def _strings(
     return tuple(values)
 
 
-def _check_fields(text: str, allowed: set, required: set, where: str) -> None:
+def _check_fields(text: str, allowed: Set[str], required: Set[str], where: str) -> None:
     try:
         used = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
     except ValueError as err:

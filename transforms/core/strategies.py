@@ -8,13 +8,13 @@ how that is phrased.
 from __future__ import annotations
 
 import functools
-import math
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from transforms.core.randomness import HashStream
-from transforms.core.rules import MASK_RULES, PERMUTE_RULES, Rules
+from transforms.core.rulebook import MASK_RULES, PERMUTE_RULES, RULES, mask_count
+from transforms.core.rules import Rules
 
 STRATEGIES = ("primary", "format", "order", "mask", "both")
 # What a sample ends up as, whatever the --strategy that drew it.
@@ -36,8 +36,6 @@ _FORMAT_KIND = {
     (False, True): "tagged",
     (False, False): "plain",
 }
-# Rules that name instruction numbers: only drawn when the instructions are numbered.
-NUMBERED_RULES = frozenset({"SEQUENCE", "ODD_EVEN", "EVEN_ODD", "MASK_LISTED", "MASK_ODD", "MASK_EVEN"})
 
 
 class Composition(NamedTuple):
@@ -54,83 +52,6 @@ class Composition(NamedTuple):
     prompt_slots: list[int]
     output_pieces: list[str]
     output_slots: list[int]
-
-
-def words(text: str) -> int:
-    return len(text.split())
-
-
-def first_letter(text: str) -> str | None:
-    """The first alphabetic character, case-folded, if it is a Latin letter a-z."""
-    for char in text:
-        if char.isalpha():
-            folded = char.casefold()
-            return folded if "a" <= folded <= "z" else None
-    return None
-
-
-def _sorted_positions(keys: Sequence, descending: bool = False) -> list[int]:
-    # sorted() is stable for reverse=True as well, so ties keep their original position.
-    return sorted(range(len(keys)), key=keys.__getitem__, reverse=descending)
-
-
-def _parity_order(n: int, odd_first: bool) -> list[int]:
-    odd_numbered = list(range(0, n, 2))  # numbers 1, 3, 5, ...
-    even_numbered = list(range(1, n, 2))
-    return odd_numbered + even_numbered if odd_first else even_numbered + odd_numbered
-
-
-def _stated_sequence(n: int, stream: HashStream) -> list[int]:
-    order = list(range(n))
-    stream.shuffle(order)
-    if order == sorted(order):  # state an order that differs from the natural one
-        order = order[1:] + order[:1]
-    return order
-
-
-PermuteFn = Callable[[Sequence[str], HashStream], list[int]]
-PERMUTE_ORDERS: dict[str, PermuteFn] = {
-    "SEQUENCE": lambda texts, stream: _stated_sequence(len(texts), stream),
-    "REVERSE": lambda texts, stream: list(range(len(texts)))[::-1],
-    "ALPHA": lambda texts, stream: _sorted_positions([first_letter(t) for t in texts]),
-    "ALPHA_REVERSE": lambda texts, stream: _sorted_positions([first_letter(t) for t in texts], descending=True),
-    "WORDS_ASC": lambda texts, stream: _sorted_positions([words(t) for t in texts]),
-    "WORDS_DESC": lambda texts, stream: _sorted_positions([words(t) for t in texts], descending=True),
-    "CHARS_ASC": lambda texts, stream: _sorted_positions([len(t) for t in texts]),
-    "CHARS_DESC": lambda texts, stream: _sorted_positions([len(t) for t in texts], descending=True),
-    "ODD_EVEN": lambda texts, stream: _parity_order(len(texts), odd_first=True),
-    "EVEN_ODD": lambda texts, stream: _parity_order(len(texts), odd_first=False),
-}
-assert set(PERMUTE_ORDERS) == set(PERMUTE_RULES)
-
-
-def mask_count(n: int, ratio: float) -> int:
-    return max(1, math.floor(n * ratio))
-
-
-MaskFn = Callable[[Sequence[str], int, HashStream], list[int]]
-MASKS: dict[str, MaskFn] = {
-    "MASK_LISTED": lambda texts, m, stream: sorted(_sample(len(texts), m, stream)),
-    "MASK_LONGEST": lambda texts, m, stream: sorted(_sorted_positions([-words(t) for t in texts])[:m]),
-    "MASK_SHORTEST": lambda texts, m, stream: sorted(_sorted_positions([words(t) for t in texts])[:m]),
-    "MASK_ODD": lambda texts, m, stream: list(range(0, len(texts), 2)),
-    "MASK_EVEN": lambda texts, m, stream: list(range(1, len(texts), 2)),
-}
-assert set(MASKS) == set(MASK_RULES)
-
-
-def _sample(n: int, m: int, stream: HashStream) -> list[int]:
-    positions = list(range(n))
-    stream.shuffle(positions)
-    return positions[:m]
-
-
-def _applicable(rule: str, texts: Sequence[str], numbered: bool) -> bool:
-    if rule in NUMBERED_RULES and not numbered:
-        return False
-    if rule in ("ALPHA", "ALPHA_REVERSE"):
-        return all(first_letter(text) is not None for text in texts)
-    return True
 
 
 @functools.cache
@@ -210,14 +131,14 @@ class _Formatter:
         if kind == "permute":
             rule = self._draw_rule(self.rules.permute)
             if rule is not None:
-                order = PERMUTE_ORDERS[rule](self.prompts, self.stream)
+                order = PERMUTE_RULES[rule].order(self.prompts, self.stream)
                 phrasing = self.stream.choice(self.rules.permute[rule])
                 rule_text = phrasing.format(sequence=self.sequence.join([i + 1 for i in order]))
         elif kind == "maskout":
             rule = self._draw_rule(self.rules.maskout)
             if rule is not None:
                 m = mask_count(n, self.stream.uniform(*MASK_RATIO_RANGE))
-                masked = MASKS[rule](self.prompts, m, self.stream)
+                masked = MASK_RULES[rule].mask(self.prompts, m, self.stream)
                 phrasings = self.rules.maskout[rule]
                 phrasing = self.stream.choice(phrasings.one if len(masked) == 1 else phrasings.many)
                 rule_text = phrasing.format(numbers=self.number_list.join([i + 1 for i in masked]), m=len(masked))
@@ -276,8 +197,8 @@ class _Formatter:
                 pieces.append(self.outputs[position])
         return pieces, slots
 
-    def _draw_rule(self, table: dict) -> str | None:
-        usable = [rule for rule in table if _applicable(rule, self.prompts, bool(self.label))]
+    def _draw_rule(self, table: Mapping[str, object]) -> str | None:
+        usable = [rule for rule in table if RULES[rule].usable(self.prompts, bool(self.label))]
         return self.stream.choice(usable) if usable else None
 
     def _format_phrasing(self) -> str:

@@ -1,4 +1,4 @@
-"""Token counting: tokenizer specs, batch counters, length templates and exact split counting.
+"""Token counting: tokenizer specs, batch counters and the cuts that make exact split counting work.
 
 Exact split counting is what makes counting every composed sample cheap. For the
 tokenizers below there are positions in a text, decided by the two characters around
@@ -42,22 +42,13 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, Protocol
 
 DEFAULT_TOKENIZER = "quicktok:llama3"
 QUICKTOK_ENCODINGS = ("llama3", "qwen3", "cl100k_base", "o200k_base")
-LENGTH_TEMPLATES = ("raw", "vicuna")
-
-# The system line of FastChat's "vicuna_v1.1" conversation template, which the Mosaic-IT
-# paper trained with. It is reproduced verbatim because counting that prompt exactly is
-# the point of the `vicuna` length template.
-VICUNA_SYSTEM = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
 
 # Texts compared between quicktok and Hugging Face before quicktok counts alone.
 VERIFY_TEXTS = 512
@@ -93,7 +84,9 @@ class CutRule:
         first = self.before_cut.search(text)
         if first is None:
             return None
-        last = self.before_last_cut.match(text).end()
+        last_match = self.before_last_cut.match(text)
+        assert last_match is not None, "before_last_cut matches every text that has a first cut"
+        last = last_match.end()
         return (first.end(), last) if last > first.end() else None
 
 
@@ -137,7 +130,7 @@ class QuicktokCounter:
         return quicktok_counts(self._encoding, list(texts))
 
     def count_in_any_context(self, texts: Sequence[str]) -> list[int | None]:
-        return self.count(texts)
+        return list[int | None](self.count(texts))
 
 
 def _tokenizers_serial_after_fork() -> None:
@@ -163,12 +156,14 @@ class HuggingFaceCounter:
     def __init__(self, name_or_path: str):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
         self.spec = f"hf:{name_or_path}"
-        self._tokenizer = None  # the transformers tokenizer, used only when it has no fast backend
+        self._tokenizer: Any = None  # the transformers tokenizer, used only when it has no fast backend
         backend = _plain_tokenizer_json(name_or_path)
         if backend is None:
             self._tokenizer = _auto_tokenizer(name_or_path)
             backend = getattr(self._tokenizer, "backend_tokenizer", None)
-        self._encode_batch = getattr(backend, "encode_batch_fast", None) or getattr(backend, "encode_batch", None)
+        self._encode_batch: Callable[..., list] | None = getattr(backend, "encode_batch_fast", None) or getattr(
+            backend, "encode_batch", None
+        )
         serialized = backend.to_str() if backend is not None else "{}"
         description = json.loads(serialized)
         added = [token["content"] for token in description.get("added_tokens", [])]
@@ -194,7 +189,7 @@ class HuggingFaceCounter:
         return counts
 
     def count_in_any_context(self, texts: Sequence[str]) -> list[int | None]:
-        counts: list[int | None] = self.count(texts)
+        counts = list[int | None](self.count(texts))
         if self._added:
             for i, text in enumerate(texts):
                 if self._added.search(text):
@@ -219,8 +214,9 @@ class HuggingFaceCounter:
         return cuts
 
     def _count_hf(self, texts: list[str]) -> list[int]:
-        if self._encode_batch is not None:
-            return [len(encoding) for encoding in self._encode_batch(texts, add_special_tokens=False)]
+        encode_batch = self._encode_batch
+        if encode_batch is not None:
+            return [len(encoding) for encoding in encode_batch(texts, add_special_tokens=False)]
         return [len(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def _count_quicktok(self, texts: list[str]) -> list[int]:
@@ -395,102 +391,3 @@ def load_counter(spec: str) -> TokenCounter:
     if scheme == "hf":
         return HuggingFaceCounter(name)
     raise TokenizerSpecError(f"unknown tokenizer scheme '{scheme}' in '{spec}'; use quicktok: or hf:")
-
-
-@dataclass(frozen=True)
-class LengthTemplate:
-    """What is counted for a sample: `raw` (instruction + response text, as the original
-    method counted) or `vicuna` (the whole training prompt plus the end-of-sequence token)."""
-
-    name: str
-
-    def __post_init__(self):
-        if self.name not in LENGTH_TEMPLATES:
-            raise ValueError(f"unknown length template '{self.name}'; choose one of {', '.join(LENGTH_TEMPLATES)}")
-
-    @property
-    def around(self) -> tuple[str, str]:
-        """The text before the instruction and the text between instruction and output."""
-        return (f"{VICUNA_SYSTEM} USER: ", " ASSISTANT: ") if self.name == "vicuna" else ("", "")
-
-    def text(self, instruction: str, output: str) -> str:
-        before, between = self.around
-        return f"{before}{instruction}{between}{output}"
-
-    @property
-    def special_tokens(self) -> int:
-        """Special tokens added outside the text (vicuna ends with one end-of-sequence token)."""
-        return 1 if self.name == "vicuna" else 0
-
-
-class Spliced(NamedTuple):
-    """A text as the pieces it is joined from: pieces[slots[i]] is a record's text whose Part is parts[i]."""
-
-    pieces: Sequence[str]
-    slots: Sequence[int]
-    parts: Sequence[Part]
-
-
-class SampleLengths:
-    """Exact lengths of (instruction, output) pairs under a tokenizer and template."""
-
-    def __init__(self, counter: TokenCounter, template: LengthTemplate):
-        self.counter = counter
-        self.template = template
-
-    def count(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
-        extra = self.template.special_tokens
-        return [n + extra for n in self.counter.count([self.template.text(i, o) for i, o in pairs])]
-
-    def measure(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[int, Part, Part]]:
-        """For each (prompt, output) of one record: its exact length alone, and the Parts of
-        its prompt and output, so that samples holding it recount only around them."""
-        cuts = [(self.counter.interior(prompt), self.counter.interior(output)) for prompt, output in pairs]
-        inner = [
-            text[cut[0] : cut[1]] for pair, pair_cuts in zip(pairs, cuts) for text, cut in zip(pair, pair_cuts) if cut
-        ]
-        inner_counts = iter(self.counter.count(inner))
-        parts = [tuple((*cut, next(inner_counts)) if cut else NO_PART for cut in pair_cuts) for pair_cuts in cuts]
-        items = [
-            (Spliced((prompt,), (0,), (part_p,)), Spliced((output,), (0,), (part_o,)))
-            for (prompt, output), (part_p, part_o) in zip(pairs, parts)
-        ]
-        return [(n, part_p, part_o) for n, (part_p, part_o) in zip(self.count_spliced(items), parts)]
-
-    def count_spliced(self, items: Sequence[tuple[Spliced, Spliced]]) -> list[int]:
-        """Exact lengths of (instruction, output) pairs given as Spliced pieces: only what is
-        left around the records' Parts is tokenized.
-
-        A Part starts and ends at cuts, so what is left is the joined stretches between cuts,
-        and it is counted as one text. When that text may count differently in context (it
-        holds an added token), the whole sample is counted instead.
-        """
-        before, between = self.template.around
-        leftovers: list[str] = []
-        known_tokens: list[int] = []
-        for instruction, output in items:
-            pieces = [before]
-            total = self.template.special_tokens + _cut_out(instruction, pieces)
-            pieces.append(between)
-            known_tokens.append(total + _cut_out(output, pieces))
-            leftovers.append("".join(pieces))
-        counts = self.counter.count_in_any_context(leftovers)
-        whole = [i for i, n in enumerate(counts) if n is None]
-        if whole:
-            pairs = [("".join(items[i][0].pieces), "".join(items[i][1].pieces)) for i in whole]
-            for i, n in zip(whole, self.count(pairs)):
-                counts[i], known_tokens[i] = n, 0
-        return [known + n for known, n in zip(known_tokens, counts)]
-
-
-def _cut_out(spliced: Spliced, into: list[str]) -> int:
-    """Appends the spliced text's pieces to `into` with the Parts cut out; returns their tokens."""
-    pieces = list(spliced.pieces)
-    tokens = 0
-    for slot, (start, end, n_tokens) in zip(spliced.slots, spliced.parts):
-        if end > start:
-            text = pieces[slot]
-            pieces[slot] = text[:start] + text[end:]
-            tokens += n_tokens
-    into += pieces
-    return tokens

@@ -7,20 +7,28 @@ import io
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
+from matplotlib.typing import RcKeyType
 
-from transforms.core.rules import MASK_RULES
+from transforms.core.rulebook import MASK_RULES
 from transforms.core.wrap import size_pmf
 
 MAX_EPOCH_PANELS = 12
 MAX_SOURCES = 25
 OBSERVED, EXPECTED, BUDGET, SELECTED = "#4C72B0", "#222222", "#C44E52", "#DD8452"
 STRATEGY_COLOURS = {"primary": "#8C8C8C", "format": "#4C72B0", "permute": "#8172B3", "maskout": "#55A868"}
-_STYLE = {"axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9}
+_STYLE: dict[RcKeyType, Any] = {
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "font.size": 9,
+}
 
 
 def _figure(width: float, height: float) -> Figure:

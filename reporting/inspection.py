@@ -13,12 +13,14 @@ import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pipeline import outputs
 from pipeline.errors import CommandParser, UsageError
+from reporting import outputs
 from transforms.core.anatomy import meta_instruction, response_blocks
 from transforms.core.records import Record
-from transforms.core.rules import MASK_RULES, PERMUTE_RULES, Rules, load_rules, parse_rules
+from transforms.core.rulebook import RULES
+from transforms.core.rules import Rules, load_rules, parse_rules
 from transforms.core.strategies import PRIMARY_SEPARATOR, SAMPLE_KINDS
+from transforms.manifest import MOSAIC_TOOL
 from transforms.read import file_label, read_file
 
 BLOCK_LINES = 8
@@ -45,8 +47,8 @@ def source_records(inputs: Sequence[str], ids: Iterable[str]) -> dict[str, Recor
     """The records with these ids, read from the inputs; an id `<file name>:<index>` reads only that file."""
     wanted = set(ids)
     by_label = {file_label(path): path for path in inputs}
-    named = {by_label.get(record_id.rpartition(":")[0]) for record_id in wanted}
-    files = sorted(named - {None}) if None not in named else sorted(inputs)
+    named = [by_label.get(record_id.rpartition(":")[0]) for record_id in wanted]
+    files = sorted({path for path in named if path is not None}) if None not in named else sorted(inputs)
     found: dict[str, Record] = {}
     for path in files:
         try:
@@ -156,9 +158,9 @@ def _arguments() -> CommandParser:
     parser.add_argument(
         "--rule",
         type=str.upper,
-        choices=PERMUTE_RULES + MASK_RULES,
+        choices=list(RULES),
         metavar="RULE",
-        help=f"Only samples drawn with this rule: {', '.join(PERMUTE_RULES + MASK_RULES)}.",
+        help=f"Only samples drawn with this rule: {', '.join(RULES)}.",
     )
     parser.add_argument(
         "--id",
@@ -176,7 +178,7 @@ def inspect_command(argv: Sequence[str]) -> int:
         raise UsageError(f"--n must be at least 1, got {args.n}")
     try:
         manifest = outputs.read_manifest(args.directory)
-        if manifest.get("tool") != outputs.MOSAIC_TOOL:
+        if manifest.get("tool") != MOSAIC_TOOL:
             raise UsageError(
                 f"'{args.directory}' holds a '{manifest.get('tool')}' run; inspect reads the output of `mosaic-it run`"
             )

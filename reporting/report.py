@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import figures, inspection, outputs
 from pipeline.errors import CommandParser, UsageError
-from pipeline.mosaic import token_summary
-from pipeline.run_stats import (
+from reporting import figures, inspection, outputs
+from reporting.run_stats import (
     Rejections,
     SelectScan,
     mosaic_table,
@@ -26,7 +25,8 @@ from pipeline.run_stats import (
     scan_select,
     select_table,
 )
-from transforms.write import write_atomically
+from transforms.files import write_atomically
+from transforms.manifest import SELECT_TOOL, token_summary
 
 REPORT_FOLDER = "report"
 RECORD_CHARS = 300
@@ -249,7 +249,7 @@ def render_html(report: Report, directory: str) -> str:
 
 def build_report(directory: str) -> Report:
     manifest = outputs.read_manifest(directory)
-    if manifest.get("tool") == outputs.SELECT_TOOL:
+    if manifest.get("tool") == SELECT_TOOL:
         return select_report(directory, manifest)
     return mosaic_report(directory, manifest)
 

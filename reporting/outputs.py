@@ -8,28 +8,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 import fastavro
 from apache_beam.io.filesystems import FileSystems
 
-MOSAIC_TOOL = "mosaic-it run"
-SELECT_TOOL = "mosaic-it select"
+from transforms.manifest import MANIFEST, read_manifest_at
 
 
 class OutputsError(ValueError):
     """A folder that does not hold the outputs asked for; the message is one line."""
 
 
-def manifest_at(path: str) -> dict:
-    with FileSystems.open(path) as handle:
-        return json.loads(handle.read())
-
-
 def read_manifest(directory: str) -> dict:
-    path = FileSystems.join(directory, "manifest.json")
+    path = FileSystems.join(directory, MANIFEST)
     if not FileSystems.exists(path):
-        raise OutputsError(f"'{directory}' has no manifest.json: not the output folder of a finished mosaic-it run")
-    return manifest_at(path)
+        raise OutputsError(f"'{directory}' has no {MANIFEST}: not the output folder of a finished mosaic-it run")
+    return read_manifest_at(path)
 
 
 def matching(directory: str, pattern: str) -> list[str]:
@@ -49,7 +44,8 @@ def json_lines(paths: Sequence[str]) -> Iterator[dict]:
 def _avro_rows(paths: Sequence[str]) -> Iterator[dict]:
     for path in paths:
         with FileSystems.open(path) as handle:
-            yield from fastavro.reader(handle)
+            for row in fastavro.reader(handle):
+                yield cast(dict, row)  # the reader of a record schema yields dicts
 
 
 def samples(directory: str) -> Iterator[dict]:
