@@ -11,9 +11,10 @@ from importlib import resources
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline.errors import UsageError
-from pipeline.mosaic import build_mosaic_pipeline
+from pipeline.errors import UsageError, exit_code
+from pipeline.mosaic import MOSAIC_OUTPUT, RUN_FOLDER_OUTPUT, build_mosaic_pipeline
 from pipeline.options import MosaicOptions, OptionsError, own_option_values, validate
+from pipeline.ownership import OutputBusy, check_no_overlap, claimed_output
 from pipeline.progress import configure_logging, run_with_progress
 from pipeline.recipes import apply_recipe
 from pipeline.runner import describes_only, new_pipeline
@@ -21,14 +22,11 @@ from reporting.inspection import inspect_command
 from reporting.run_stats import mosaic_table
 from transforms.core.config import MosaicConfig
 from transforms.core.rules import RulesError, parse_rules
+from transforms.core.status import EXIT_BUSY, EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE
 from transforms.core.tokens import TokenizerSpecError, load_counter
-from transforms.files import clear_outputs
-from transforms.formats import REJECTED_FORMAT, SAMPLE_FORMATS
 from transforms.manifest import MANIFEST, read_manifest_at
 from transforms.publish import PublishRun, RunFolder
 from transforms.read import InputError, expand_inputs
-
-OUTPUT_PREFIXES = sorted({fmt.prefix for fmt in SAMPLE_FORMATS.values()} | {REJECTED_FORMAT.prefix})
 
 USAGE = """usage: mosaic-it COMMAND [options] [Beam pipeline options]
   run       make mosaicked training data (see README.md for every option)
@@ -74,22 +72,24 @@ def start(argv: Sequence[str]) -> Started:
     """Builds the run and hands it to the runner; returns once the job is done or, for a runner
     that only describes the job, once it is described."""
     options, config, inputs = prepare(argv)
+    check_no_overlap(options.output, options.input or [], inputs, MOSAIC_OUTPUT)
     run_folder = RunFolder.new_attempt(options.output, options.run_id) if options.run_id else None
     if run_folder:
-        directory, manifest = run_folder.attempt_path, run_folder.manifest  # a fresh folder: nothing to clear
+        # A fresh attempt folder: nothing to clear; the run id's folder is locked.
+        directory, manifest = run_folder.attempt_path, run_folder.manifest
+        claim = claimed_output(run_folder.path, RUN_FOLDER_OUTPUT, clear=False)
     else:
         directory, manifest = options.output, FileSystems.join(options.output, MANIFEST)
-        if not FileSystems.exists(directory):
-            FileSystems.mkdirs(directory)
-        clear_outputs(directory, OUTPUT_PREFIXES, [MANIFEST])
-    own_options = own_option_values(options, MosaicOptions)
-    pipeline = new_pipeline(options)
-    attempt_manifest = build_mosaic_pipeline(
-        pipeline, config, inputs, directory, options.output_formats(), options.num_shards, own_options
-    )
-    if run_folder:
-        attempt_manifest | "PublishRun" >> PublishRun(run_folder)
-    result = run_with_progress(pipeline)
+        claim = claimed_output(directory, MOSAIC_OUTPUT)
+    with claim:
+        own_options = own_option_values(options, MosaicOptions)
+        pipeline = new_pipeline(options)
+        attempt_manifest = build_mosaic_pipeline(
+            pipeline, config, inputs, directory, options.output_formats(), options.num_shards, own_options
+        )
+        if run_folder:
+            attempt_manifest | "PublishRun" >> PublishRun(run_folder)
+        result = run_with_progress(pipeline)
     return Started(result, manifest, ran=not describes_only(pipeline))
 
 
@@ -104,12 +104,13 @@ def run_command(argv: Sequence[str]) -> int:
     if flags is None:  # --print-config
         return 0
     started = start(flags)
-    if started.ran:
-        print(mosaic_table(read_manifest_at(started.manifest)))
-        print(f"manifest: {started.manifest}")
-    else:
+    if not started.ran:
         print(f"job described, not run here; it writes {started.manifest} last")
-    return 0
+        return EXIT_OK
+    document = read_manifest_at(started.manifest)
+    print(mosaic_table(document))
+    print(f"manifest: {started.manifest}")
+    return exit_code(document)
 
 
 def select_command(argv: Sequence[str]) -> int:
@@ -149,4 +150,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[command](rest)
     except UsageError as err:
         print(f"mosaic-it: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except OutputBusy as err:
+        print(f"mosaic-it: busy: {err}", file=sys.stderr)
+        return EXIT_BUSY
+    except Exception as err:
+        failure = environment_failure(err)
+        if failure is None:
+            raise
+        print(f"mosaic-it: error: {failure}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+
+
+def environment_failure(err: BaseException) -> str | None:
+    """One line for an error of the machine rather than of the code (disk full, a file that vanished or
+    cannot be written), found in the error or what caused it; None for anything else.
+
+    Runners re-raise a worker's error wrapped in their own, so the chain is searched.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            where = f": {current.filename}" if current.filename else ""
+            return f"{current.strerror}{where}"
+        current = current.__cause__ or current.__context__
+    return None

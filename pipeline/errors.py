@@ -1,8 +1,12 @@
-"""The error every command raises for a mistake in its command line, and a parser that raises it."""
+"""How a command fails: the one-line error of a mistake in its command line, a parser that raises it,
+and the exit code of a finished run."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+from transforms.core.status import EXIT_OK
 
 
 class UsageError(ValueError):
@@ -14,3 +18,11 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UsageError(message)
+
+
+def exit_code(manifest: dict) -> int:
+    """The exit code of a finished run, from its manifest's status; a status that is not ok is said on stderr."""
+    status = manifest["status"]
+    if status["exit_code"] != EXIT_OK:
+        print(f"mosaic-it: {status['state']}: {status['detail']}", file=sys.stderr)
+    return status["exit_code"]

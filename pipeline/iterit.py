@@ -11,7 +11,9 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.errors import exit_code
 from pipeline.options import own_option_values
+from pipeline.ownership import OutputKind, check_no_overlap, claimed_output
 from pipeline.progress import run_with_progress
 from pipeline.recipes import apply_recipe
 from pipeline.runner import new_pipeline
@@ -19,7 +21,7 @@ from pipeline.select_launch import Launch, prepare
 from pipeline.select_options import SelectOptions
 from reporting.report import select_summary
 from transforms.core.selection import RoundOrder
-from transforms.files import clear_outputs
+from transforms.core.status import run_status
 from transforms.formats import REJECTED_FORMAT, SCORES_FORMAT, SELECTED_FORMAT
 from transforms.manifest import MANIFEST, SELECT_TOOL, Stats, WriteManifest, read_manifest_at, stats_table, versions
 from transforms.read import RECORDS, REJECTED, ReadRecords
@@ -36,7 +38,12 @@ from transforms.select import (
 )
 from transforms.write import ORDER_FILE, WriteOrderFile, WriteRejected, WriteScores, WriteSelected
 
-OUTPUT_PREFIXES = (SCORES_FORMAT.prefix, SELECTED_FORMAT.prefix, REJECTED_FORMAT.prefix)
+SELECT_OUTPUT = OutputKind(
+    SELECT_TOOL,
+    shard_prefixes=(SCORES_FORMAT.prefix, SELECTED_FORMAT.prefix, REJECTED_FORMAT.prefix),
+    extensions=("jsonl",),
+    names=(ORDER_FILE,),
+)
 _PACKAGES = ("mosaic-it-beam", "apache-beam", "transformers", "tokenizers", "torch", "numpy", "scipy")
 
 
@@ -59,6 +66,7 @@ def select_manifest(stats: Stats, outputs: dict[str, list[str]], *, launch: Laun
     order = table.get("order", {})
     scores = table.get("scores", {})
     config = launch.config
+    records_read = sum(table.get("input", {}).values())
     return {
         "tool": SELECT_TOOL,
         "round": config.round,
@@ -77,7 +85,7 @@ def select_manifest(stats: Stats, outputs: dict[str, list[str]], *, launch: Laun
         "inputs": launch.inputs,
         "counts": {
             # records_read == order + records_rejected (a record of the input is ordered or rejected).
-            "records_read": sum(table.get("input", {}).values()),
+            "records_read": records_read,
             "records_rejected": sum(rejected.values()),
             "rejected": rejected,
             "order": order.get("records", 0),
@@ -92,6 +100,12 @@ def select_manifest(stats: Stats, outputs: dict[str, list[str]], *, launch: Laun
             },
             "previous_missing": table.get("previous", {}).get("missing", 0),
         },
+        "status": run_status(
+            records_read=records_read,
+            rejected=rejected,
+            produced=order.get("records", 0),
+            max_reject_ratio=options["max_reject_ratio"],
+        ),
         "cache": {
             "directory": launch.cache_directory,
             "files_read": len(launch.cache_files),
@@ -158,13 +172,13 @@ def build_select_pipeline(pipeline: beam.Pipeline, launch: Launch, options: dict
 def run_select(argv: Sequence[str]) -> dict:
     """Runs one selection round to completion; returns its manifest."""
     options, launch = prepare(argv)
-    for directory in filter(None, (launch.output, launch.cache_directory)):
-        if not FileSystems.exists(directory):
-            FileSystems.mkdirs(directory)
-    clear_outputs(launch.output, OUTPUT_PREFIXES, (ORDER_FILE, MANIFEST))
-    pipeline = new_pipeline(options)
-    build_select_pipeline(pipeline, launch, own_option_values(options, SelectOptions))
-    run_with_progress(pipeline)
+    check_no_overlap(launch.output, options.input, launch.inputs, SELECT_OUTPUT)
+    if launch.cache_directory and not FileSystems.exists(launch.cache_directory):
+        FileSystems.mkdirs(launch.cache_directory)
+    with claimed_output(launch.output, SELECT_OUTPUT):
+        pipeline = new_pipeline(options)
+        build_select_pipeline(pipeline, launch, own_option_values(options, SelectOptions))
+        run_with_progress(pipeline)
     return read_manifest_at(FileSystems.join(launch.output, MANIFEST))
 
 
@@ -174,4 +188,4 @@ def select_command(argv: Sequence[str]) -> int:
         return 0
     document = run_select(flags)
     print(select_summary(document["options"]["output"]))
-    return 0
+    return exit_code(document)

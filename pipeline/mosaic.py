@@ -7,15 +7,24 @@ from collections import Counter
 
 import apache_beam as beam
 
+from pipeline.ownership import OutputKind
 from pipeline.runner import pack_processes, runs_in_one_process
 from transforms.core.config import MosaicConfig
-from transforms.formats import SAMPLE_FORMATS
+from transforms.core.status import run_status
+from transforms.formats import REJECTED_FORMAT, SAMPLE_FORMATS
 from transforms.in_memory import MosaicInOneProcess
 from transforms.manifest import MOSAIC_TOOL, Stats, WriteManifest, file_names, stats_table, token_summary, versions
 from transforms.mosaic import FILES, STATS, VALID, MosaicJob, MosaicSamples
+from transforms.publish import ATTEMPT_PREFIX
 from transforms.read import REJECTED
 from transforms.write import WriteRejected
 
+MOSAIC_OUTPUT = OutputKind(
+    MOSAIC_TOOL,
+    shard_prefixes=tuple(sorted({fmt.prefix for fmt in SAMPLE_FORMATS.values()} | {REJECTED_FORMAT.prefix})),
+    extensions=tuple(sorted({fmt.extension for fmt in SAMPLE_FORMATS.values()})),
+)
+RUN_FOLDER_OUTPUT = OutputKind(MOSAIC_TOOL, folder_prefix=ATTEMPT_PREFIX)  # OUTPUT/RUN_ID with --run-id
 _PACKAGES = ("mosaic-it-beam", "apache-beam", "transformers", "tokenizers", "fastavro", "quicktok-v1", "pyyaml")
 
 
@@ -32,6 +41,8 @@ def mosaic_manifest(
     table = stats_table(stats)
     rejected = table.get("rejected", {})
     valid = stats.get(("input", "valid"), 0)
+    records_read = valid + sum(rejected.values()) - rejected.get("duplicate_id", 0)
+    samples = sum(table.get("samples", {}).values())
     return {
         "tool": MOSAIC_TOOL,
         "options": options,
@@ -42,10 +53,10 @@ def mosaic_manifest(
         "inputs": inputs,
         "counts": {
             # Every epoch: records_per_epoch[epoch] + records_rejected == records_read.
-            "records_read": valid + sum(rejected.values()) - rejected.get("duplicate_id", 0),
+            "records_read": records_read,
             "records_rejected": sum(rejected.values()),
             "records_per_epoch": table.get("records", {}),
-            "samples": sum(table.get("samples", {}).values()),
+            "samples": samples,
             "samples_per_epoch": table.get("samples", {}),
             "strategy": table.get("strategy", {}),
             "rule": table.get("rule", {}),
@@ -53,6 +64,12 @@ def mosaic_manifest(
             "tokens": token_summary(table.get("n_tokens", {})),
             "rejected": rejected,
         },
+        "status": run_status(
+            records_read=records_read,
+            rejected=rejected,
+            produced=samples,
+            max_reject_ratio=options["max_reject_ratio"],
+        ),
         "directory": directory,
         # File names within `directory` (the attempt folder of a run with --run-id).
         "outputs": {name: file_names(outputs[name]) for name in ("samples", "rejected")},

@@ -34,7 +34,7 @@ def own_option_values(options: PipelineOptions, options_class: type[PipelineOpti
 
 
 def add_input_output(parser: argparse.ArgumentParser) -> None:
-    """--input and --output, which every command shares. Beam parses the options of all loaded
+    """--input, --output and --max-reject-ratio, which every command shares. Beam parses the options of all loaded
     PipelineOptions classes together, so a flag may be declared only once among them."""
     if "--input" in parser._option_string_actions:
         return
@@ -42,9 +42,10 @@ def add_input_output(parser: argparse.ArgumentParser) -> None:
         parser,
         "input",
         nargs="+",
+        action="extend",
         default=None,
-        help="One or more globs of JSONL (.jsonl, .jsonl.gz) or JSON-array (.json) files. "
-        "Default for run: the sample records shipped with the package.",
+        help="One or more globs of JSONL (.jsonl, .jsonl.gz) or JSON-array (.json) files; repeat --input to add "
+        "more. Default for run: the sample records shipped with the package.",
     )
     add_flag(
         parser,
@@ -52,6 +53,13 @@ def add_input_output(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_OUTPUT,
         help=f"Output directory (local path or any Beam filesystem URL). Default for run: {DEFAULT_OUTPUT}; "
         "select needs it.",
+    )
+    add_flag(
+        parser,
+        "max-reject-ratio",
+        type=float,
+        default=0.5,
+        help="Exit with code 5 when more than this share of the records is rejected (the outputs are written).",
     )
 
 
@@ -118,10 +126,17 @@ def read_rules_text(path: str | None) -> str | None:
         return handle.read().decode("utf-8")
 
 
+def shared_checks(options: PipelineOptions) -> list[tuple[bool, str]]:
+    """(holds, message) of the options add_input_output declares."""
+    ratio = options.max_reject_ratio
+    return [(0 <= ratio <= 1, f"--max-reject-ratio must be within [0, 1], got {ratio}")]
+
+
 def validate(options: MosaicOptions) -> None:
     """Raises OptionsError with a one-line message for the first option that cannot work."""
     pack_processes = options.view_as(LocalRunOptions).pack_processes
     checks = [
+        *shared_checks(options),
         (
             options.wrap_mode in WRAP_MODES,
             f"--wrap-mode '{options.wrap_mode}' is unknown; choose one of {', '.join(WRAP_MODES)}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import Any
 
 import yaml
@@ -67,8 +67,10 @@ def _flag(action: argparse.Action) -> str:
     return next((s for s in action.option_strings if s.startswith("--")), action.option_strings[0])
 
 
-def recipe_flags(path: str, options_class: type[PipelineOptions]) -> list[str]:
-    """The command-line flags a recipe file stands for. Raises RecipeError naming an unknown key."""
+def recipe_flags(path: str, options_class: type[PipelineOptions], overridden: Set[str] = frozenset()) -> list[str]:
+    """The command-line flags a recipe file stands for, but for the options named in `overridden` (which the
+    command line sets: a list option such as --input would otherwise add to the recipe's list instead of
+    replacing it). Raises RecipeError naming an unknown key."""
     try:
         with open(path, encoding="utf-8") as handle:
             recipe = yaml.safe_load(handle)
@@ -88,7 +90,8 @@ def recipe_flags(path: str, options_class: type[PipelineOptions]) -> list[str]:
             close = difflib.get_close_matches(dest, actions, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise RecipeError(f"{path}: unknown key '{key}'{hint}")
-        flags.extend(_flags(str(key), value, actions[dest], path))
+        if dest not in overridden:
+            flags.extend(_flags(str(key), value, actions[dest], path))
     return flags
 
 
@@ -103,6 +106,48 @@ def effective_config(argv: Sequence[str], options_class: type[PipelineOptions]) 
     return config
 
 
+def _spellings(options_class: type[PipelineOptions]) -> dict[str, str]:
+    """Every flag spelling the command or Beam declares -> its option name (argparse dest)."""
+    return {
+        spelling: dest
+        for dest, actions in {**_actions(_runner_option_classes()), **_actions([options_class])}.items()
+        for action in actions
+        for spelling in action.option_strings
+    }
+
+
+def _dests(argv: Sequence[str], options_class: type[PipelineOptions]) -> set[str]:
+    """The option names the flags in argv set."""
+    by_flag = _spellings(options_class)
+    return {by_flag[flag] for flag in (token.split("=", 1)[0] for token in argv) if flag in by_flag}
+
+
+def check_flags(argv: Sequence[str], options_class: type[PipelineOptions]) -> None:
+    """Raises UsageError for the first flag that neither the command nor Beam declares, naming the
+    closest known flag: a misspelled option never falls through to Beam, which would only warn."""
+    known = set(_spellings(options_class)) | {"--config", "--print-config"}
+    for token in argv:
+        flag = token.split("=", 1)[0]
+        if flag.startswith("--") and flag not in known and flag != "--help":
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UsageError(f"unknown option '{flag}'{hint}")
+
+
+class _RaisingBeamParser(_BeamArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _check_values(flags: Sequence[str], options_class: type[PipelineOptions]) -> None:
+    """Raises UsageError, one line, for a value of the command's own options that argparse cannot
+    convert (`--epochs abc`); Beam's parser would print its whole usage first."""
+    parser = _RaisingBeamParser(add_help=False, allow_abbrev=False)
+    for cls in (options_class, LocalRunOptions):
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    parser.parse_known_args(list(flags))
+
+
 def apply_recipe(argv: Sequence[str], options_class: type[PipelineOptions]) -> list[str] | None:
     """Takes `--config FILE` and `--print-config` out of argv; returns the flags to parse, recipe first.
 
@@ -112,7 +157,10 @@ def apply_recipe(argv: Sequence[str], options_class: type[PipelineOptions]) -> l
     parser.add_argument("--config", default=None)
     parser.add_argument("--print-config", dest="print_config", action="store_true")
     known, rest = parser.parse_known_args(list(argv))
-    flags = (recipe_flags(known.config, options_class) if known.config else []) + rest
+    check_flags(rest, options_class)
+    given = _dests(rest, options_class)
+    flags = (recipe_flags(known.config, options_class, given) if known.config else []) + rest
+    _check_values(flags, options_class)
     if known.print_config:
         print(yaml.safe_dump(effective_config(flags, options_class), sort_keys=False, allow_unicode=True), end="")
         return None

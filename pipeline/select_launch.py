@@ -12,6 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.errors import UsageError
 from pipeline.options import OptionsError
+from pipeline.ownership import normalized
 from pipeline.select_options import CACHE_DIRECTORY, SelectOptions, validate
 from transforms.core.ifd import PairBuilder, ScoringIdentity, TemplateError, resolve_template
 from transforms.core.records import Record, Rejection
@@ -97,7 +98,7 @@ def prepare(argv: Sequence[str]) -> tuple[SelectOptions, Launch]:
     except (OptionsError, InputError) as err:
         raise UsageError(str(err)) from None
     output = options.output.rstrip("/")
-    if options.previous and options.previous.rstrip("/") == output:
+    if options.previous and normalized(options.previous) == normalized(output):
         raise UsageError("--output must differ from --previous: a round keeps the previous one to read")
     try:
         from transforms.core import lm

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.flags import add_flag
-from pipeline.options import OptionsError, add_input_output
+from pipeline.options import OptionsError, add_input_output, shared_checks
 from transforms.core.ifd import OWN_TEMPLATE, PROMPT_TEMPLATES
 from transforms.core.selection import SCORE_TYPES
 
@@ -48,6 +50,7 @@ def validate(options: SelectOptions, argv: list[str]) -> None:
     given = {flag.split("=", 1)[0] for flag in argv if flag.startswith("--")}
     ratio = options.ratio
     checks = [
+        *shared_checks(options),
         (bool(options.input), "--input is required"),
         ("--output" in given, "--output is required"),
         (bool(options.model), "--model is required"),
@@ -55,8 +58,8 @@ def validate(options: SelectOptions, argv: list[str]) -> None:
         (options.batch_tokens >= 1, f"--batch-tokens must be at least 1, got {options.batch_tokens}"),
         (options.device in DEVICES, f"--device '{options.device}' is unknown; choose one of {', '.join(DEVICES)}"),
         (options.dtype in DTYPES, f"--dtype '{options.dtype}' is unknown; choose one of {', '.join(DTYPES)}"),
-        (ratio > 0, f"--ratio must be positive, got {ratio}"),
-        (ratio <= 1 or ratio == int(ratio), f"--ratio above 1 is a count and must be a whole number, got {ratio}"),
+        (math.isfinite(ratio) and ratio > 0, f"--ratio must be a positive finite number, got {ratio}"),
+        (ratio <= 1 or ratio.is_integer(), f"--ratio above 1 is a count and must be a whole number, got {ratio}"),
         (
             options.score_type in SCORE_TYPES,
             f"--score-type '{options.score_type}' is unknown; choose one of {', '.join(SCORE_TYPES)}",

@@ -75,4 +75,8 @@ def write_corpus(directory: Path) -> list[str]:
 
 def output_files(directory: Path) -> dict[str, bytes]:
     """Every file a run wrote, by name, except the manifest (which names its own folder)."""
-    return {path.name: path.read_bytes() for path in sorted(directory.iterdir()) if path.name != "manifest.json"}
+    return {
+        path.name: path.read_bytes()
+        for path in sorted(directory.iterdir())
+        if path.name not in ("manifest.json", ".mosaic-it")
+    }

@@ -32,7 +32,11 @@ def read_avro(directory: Path) -> list[dict]:
 
 def output_bytes(directory: Path) -> dict[str, bytes]:
     """Every output file's bytes; the manifest is compared by its counts (it names the folder)."""
-    return {path.name: path.read_bytes() for path in sorted(directory.iterdir()) if path.name != "manifest.json"}
+    return {
+        path.name: path.read_bytes()
+        for path in sorted(directory.iterdir())
+        if path.name not in ("manifest.json", ".mosaic-it")
+    }
 
 
 def check_run(

@@ -4,6 +4,7 @@ import pytest
 from e2e import check_run, output_bytes, read_avro, read_jsonl, run_job
 
 from pipeline.cli import main
+from pipeline.ownership import MARKER
 from tests.shared_data import LLAMA2, SHARED_DATA, require_shared, write_jsonl
 
 BAD_LINES = [
@@ -72,9 +73,9 @@ def test_avro_and_messages_hold_the_same_samples(alpaca_run):
 def test_manifest_is_written_last_and_lists_every_output(alpaca_run):
     output, manifest = alpaca_run
     listed = {name for names in manifest["outputs"].values() for name in names}
-    written = {path.name for path in output.iterdir()} - {"manifest.json"}
-    assert listed == written
-    newest = max(path.stat().st_mtime_ns for path in output.iterdir() if path.name != "manifest.json")
+    outputs = [path for path in output.iterdir() if path.name not in ("manifest.json", MARKER)]
+    assert listed == {path.name for path in outputs}
+    newest = max(path.stat().st_mtime_ns for path in outputs)
     assert (output / "manifest.json").stat().st_mtime_ns >= newest
     assert manifest["options"]["seed"] == 7 and manifest["tokenizer"] == "quicktok:llama3"
 

@@ -14,7 +14,7 @@ from apache_beam.runners.runner import PipelineState
 
 from pipeline import progress
 from pipeline.mosaic import build_mosaic_pipeline
-from pipeline.options import MosaicOptions
+from pipeline.options import MosaicOptions, own_option_values
 
 SHARED = Path(__file__).parents[1] / "../shared"
 ALPACA = SHARED / "data/alpaca_en_demo.json"
@@ -59,7 +59,8 @@ def test_an_in_memory_run_logs_growing_counts_that_end_at_the_manifest_numbers(t
 def _mosaic_pipeline(tmp_path, *flags) -> beam.Pipeline:
     options = MosaicOptions([f"--input={ALPACA}", f"--output={tmp_path}", *flags])
     pipeline = beam.Pipeline(options=options)
-    build_mosaic_pipeline(pipeline, options.config(), [str(ALPACA)], str(tmp_path), ["jsonl"], 0, {})
+    own = own_option_values(options, MosaicOptions)
+    build_mosaic_pipeline(pipeline, options.config(), [str(ALPACA)], str(tmp_path), ["jsonl"], 0, own)
     return pipeline
 
 

@@ -16,6 +16,7 @@ from reporting import outputs
 from reporting.inspection import render_samples, run_rules, source_records
 from reporting.run_stats import mosaic_table, scan_samples
 from transforms.core.anatomy import meta_instruction, response_blocks
+from transforms.core.status import EXIT_NO_OUTPUT
 from transforms.core.strategies import PRIMARY_SEPARATOR
 
 SHARED = Path(__file__).parents[1] / "../shared"
@@ -182,7 +183,7 @@ def test_report_and_inspect_need_a_finished_run(tmp_path, capsys):
 def test_a_run_that_wrote_no_sample_still_gets_a_report(tmp_path, capsys):
     source = tmp_path / "bad.jsonl"
     source.write_text('{"instruction": "", "output": "x"}\nnot json\n')
-    assert main(["run", "--input", str(source), "--output", str(tmp_path / "out"), "--epochs", "1"]) == 0
+    assert main(["run", "--input", str(source), "--output", str(tmp_path / "out"), "--epochs", "1"]) == EXIT_NO_OUTPUT
     assert "records     2 read · 2 rejected · 0 packed per epoch" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "out")]) == 0
     assert sorted(path.name for path in (tmp_path / "out/report").iterdir()) == ["index.html", "rejected.png"]

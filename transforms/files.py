@@ -1,4 +1,4 @@
-"""Files on any Beam filesystem: shard names, atomic writes, and clearing a folder's earlier outputs."""
+"""Files on any Beam filesystem: shard names and atomic writes."""
 
 from __future__ import annotations
 
@@ -30,12 +30,3 @@ def write_shard(directory: str, formats: Sequence[OutputFormat], shard: int, num
         write_atomically(path, fmt.encode(rows, path.rsplit("/", 1)[-1]))
         paths.append(path)
     return paths
-
-
-def clear_outputs(directory: str, prefixes: Sequence[str], names: Sequence[str]) -> None:
-    """Removes the files of an earlier run in `directory` (`PREFIX-*` and `names`), so shard sets never mix."""
-    patterns = [FileSystems.join(directory, f"{prefix}-*") for prefix in prefixes]
-    patterns.extend(FileSystems.join(directory, name) for name in names)
-    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
-    if stale:
-        FileSystems.delete(stale)

@@ -10,10 +10,12 @@ processes or on timing.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing
 import os
 import queue
+import signal
 import sys
 import threading
 import traceback
@@ -65,7 +67,7 @@ def map_forked(function: Callable[[Job], Result], jobs: Sequence[Job], processes
         try:
             for _ in range(helpers):
                 receiver, sender = context.Pipe(duplex=False)
-                helper = context.Process(target=_serve, args=(function, jobs, taken, sender), daemon=True)
+                helper = context.Process(target=_serve, args=(function, jobs, taken, sender, os.getpid()), daemon=True)
                 helper.start()
                 sender.close()
                 running[receiver] = helper
@@ -103,12 +105,27 @@ def _take(taken, total: int):
     return job
 
 
-def _serve(function, jobs, taken, sender: Connection) -> None:
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+
+
+def _die_with_parent(parent: int) -> None:
+    """Makes the kernel kill this helper when its parent dies.
+
+    A parent killed from outside (by an out-of-memory killer, say) runs no clean-up, and a helper
+    left alone would go on writing shards of a run that no longer exists, then wait forever.
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _serve(function, jobs, taken, sender: Connection, parent: int) -> None:
     """A helper's loop: results as ("result", value), then ("done", None) or ("error", traceback).
 
     A thread sends them, so the helper goes on with its next job while the parent is busy
     and not yet reading; at most _UNSENT results wait.
     """
+    _die_with_parent(parent)
     unsent: queue.Queue = queue.Queue(maxsize=_UNSENT)
     sending = threading.Thread(target=_send_all, args=(unsent, sender))
     sending.start()

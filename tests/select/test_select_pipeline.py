@@ -181,7 +181,7 @@ def test_a_tokenizer_without_chat_template_needs_a_prompt_template(tmp_path, tin
     "arguments, message",
     [
         (["--ratio", "2.5"], "--ratio above 1 is a count"),
-        (["--ratio", "0"], "--ratio must be positive"),
+        (["--ratio", "0"], "--ratio must be a positive finite number"),
         (["--score-type", "tfidf"], "--score-type 'tfidf' is unknown"),
         (["--round", "1"], "--round 1 needs --previous"),
         (["--previous", "somewhere"], "--previous needs --round 1 or later"),

@@ -29,6 +29,8 @@ REJECT_REASONS = (
     "non_finite_score",  # the model gave a NaN or infinite loss or IFD
     "not_in_previous_order",  # a later round's input record that the previous round did not order
 )
+# Reasons of a rejection that stands for (part of) a whole file, not one record: the run lost data.
+FILE_REJECT_REASONS: tuple[str, ...] = ()
 
 _USER_ROLES = {"user", "human"}
 _ASSISTANT_ROLES = {"assistant", "gpt"}
