@@ -109,6 +109,8 @@ def select_manifest(stats: Stats, outputs: dict[str, list[str]], *, launch: Laun
         "cache": {
             "directory": launch.cache_directory,
             "files_read": len(launch.cache_files),
+            "files_damaged": table.get("cache", {}).get("files_damaged", 0),
+            "entries_rejected": table.get("cache", {}).get("entries_rejected", 0),
             "files_written": sorted(outputs["cache"]),
         },
         "outputs": {
@@ -134,7 +136,7 @@ def build_select_pipeline(pipeline: beam.Pipeline, launch: Launch, options: dict
     read = pipeline | "Read" >> ReadRecords(launch.inputs)
     previous = _read_previous(pipeline, launch.previous)
     matched = (read[RECORDS], previous) | "MatchPrevious" >> MatchPrevious(launch.window)
-    cache = pipeline | "ReadCache" >> ReadScoreCache(launch.cache_files)
+    cache, cache_stats = pipeline | "ReadCache" >> ReadScoreCache(launch.cache_files, with_stats=True)
     scoring = matched[WINDOW] | "Score" >> ScoreCandidates(launch.config, cache)
     kept = matched[KEPT] | "GatherKept" >> beam.combiners.ToList()
     order = (
@@ -164,6 +166,7 @@ def build_select_pipeline(pipeline: beam.Pipeline, launch: Launch, options: dict
         matched[KEPT] | "KeptStats" >> beam.Map(lambda _: Counter({("scores", "kept"): 1})),
         matched[MISSING] | "MissingStats" >> beam.Map(lambda _: Counter({("previous", "missing"): 1})),
         order | "OrderStats" >> beam.Map(_order_stats),
+        cache_stats,
     ) | "AllStats" >> beam.Flatten()
     build = functools.partial(select_manifest, launch=launch, options=options)
     return counters | "WriteManifest" >> WriteManifest(launch.output, build, written)
