@@ -15,7 +15,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.select.select_support import OWN_TEMPLATE, build_tiny_model, make_records, write_jsonl
 from tests.test_tokens import FRAGMENTS, llama3_style  # noqa: F401 (a fixture: a byte-level BPE quicktok imports)
 from transforms import score_cache
-from transforms.core import tokens
+from transforms.core import quicktok_cache, tokens
 from transforms.core.tokens import HuggingFaceCounter
 from transforms.score_cache import CachedLosses, ReadScoreCache, check_cache_file, entry_line, file_name
 
@@ -195,7 +195,7 @@ TEXTS = ["".join(FRAGMENTS[(i * 11 + k) % len(FRAGMENTS)] for k in range(12)) fo
 def import_cache(tmp_path, monkeypatch):
     """An empty quicktok import cache for the test; returns the folder holding the imports."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    return tokens.quicktok_cache_root()
+    return quicktok_cache.quicktok_cache_root()
 
 
 def cached_import(root: Path) -> Path:
@@ -225,7 +225,7 @@ def test_a_damaged_import_is_reported_once_and_imported_again(llama3_style, impo
     directory = cached_import(import_cache)
     files = {path.name: path.read_bytes() for path in directory.iterdir()}
     damage(directory)
-    with caplog.at_level(logging.WARNING, logger=tokens.__name__):
+    with caplog.at_level(logging.WARNING, logger=quicktok_cache.__name__):
         counter = HuggingFaceCounter(str(llama3_style))
         assert tokens.quicktok_counts(counter._quicktok, TEXTS) == expected
         assert counter.count(TEXTS) == expected and counter._quicktok is not None
