@@ -9,7 +9,6 @@ that cannot be read to its end gets one file-level rejection (a reason of
 from __future__ import annotations
 
 import json
-import posixpath
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -130,18 +129,17 @@ def file_rejection(label: str, reason: str, detail: str, excerpt: str = "") -> R
 
 
 def input_labels(paths: Sequence[str]) -> dict[str, str]:
-    """The label of each input file in record ids: its path relative to the deepest folder
-    holding all the inputs, with '/' separators. One file, or files of one folder, keep
-    their base names; `a/x.jsonl` and `b/x.jsonl` stay apart. Relative to the inputs'
-    common folder, the labels do not depend on where that folder lies."""
-    parts = {path: path.replace("\\", "/").split("/") for path in paths}
-    folders = [split[:-1] for split in parts.values()]
-    common = 0
-    if folders:
-        shortest = min(len(folder) for folder in folders)
-        while common < shortest and len({folder[common] for folder in folders}) == 1:
-            common += 1
-    return {path: posixpath.join(*split[common:]) for path, split in parts.items()}
+    """The label of each input file in record ids: the last `n` parts of its path, '/'-separated,
+    with the same, smallest `n` that tells all the files apart. Files with distinct names keep
+    their base names (the ids of earlier runs); `a/x.jsonl` and `b/x.jsonl` are told apart by
+    their folders. Only the end of a path counts, so where the inputs lie does not."""
+    parts = {path: [part for part in path.replace("\\", "/").split("/") if part] for path in paths}
+    deepest = max((len(split) for split in parts.values()), default=0)
+    for depth in range(1, deepest + 1):
+        labels = {path: "/".join(split[-depth:]) for path, split in parts.items()}
+        if len(set(labels.values())) == len(labels):
+            return labels
+    return {path: path for path in paths}  # one file named in two ways (a//x, a/x)
 
 
 def parse_line(line: str, file_name: str, index: int) -> Record | Rejection:
@@ -209,8 +207,8 @@ def split_lines(chunks: Iterable[bytes], limit: int = MAX_RECORD_BYTES) -> Itera
             body = piece.rstrip(b"\r\n")
             if size + len(body) <= limit:
                 parts.append(body)
-            elif size <= limit:
-                parts = [b"".join(parts)[:EXCERPT_CHARS]]
+            elif size <= limit:  # the line goes over the limit here: only its head is kept
+                parts = [b"".join([*parts, body])[:EXCERPT_CHARS]]
             size += len(body)
             in_line = True
             if len(body) < len(piece):
