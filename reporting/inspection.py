@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pipeline.errors import CommandParser, UsageError
 from reporting import outputs
 from transforms.core.anatomy import meta_instruction, response_blocks
-from transforms.core.records import Record
+from transforms.core.records import Record, input_labels
 from transforms.core.rulebook import RULES
 from transforms.core.rules import Rules, load_rules, parse_rules
 from transforms.core.strategies import PRIMARY_SEPARATOR, SAMPLE_KINDS
 from transforms.manifest import MOSAIC_TOOL
-from transforms.read import file_label, read_file
+from transforms.read import read_file
 
 BLOCK_LINES = 8
 LINE_CHARS = 160
@@ -46,13 +46,14 @@ class SampleFilter:
 def source_records(inputs: Sequence[str], ids: Iterable[str]) -> dict[str, Record]:
     """The records with these ids, read from the inputs; an id `<file name>:<index>` reads only that file."""
     wanted = set(ids)
-    by_label = {file_label(path): path for path in inputs}
+    labels = input_labels(inputs)
+    by_label = {label: path for path, label in labels.items()}
     named = [by_label.get(record_id.rpartition(":")[0]) for record_id in wanted]
     files = sorted({path for path in named if path is not None}) if None not in named else sorted(inputs)
     found: dict[str, Record] = {}
     for path in files:
         try:
-            for item in read_file(path):
+            for item in read_file(path, labels[path]):
                 if isinstance(item, Record) and item.id in wanted and item.id not in found:
                     found[item.id] = item
                     if len(found) == len(wanted):

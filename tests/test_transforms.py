@@ -49,7 +49,7 @@ def test_read_records_from_every_file_kind(tmp_path):
         )
         assert_that(
             read[REJECTED] | beam.Map(lambda r: (r.source, r.reason)),
-            equal_to([("a.jsonl:2", "malformed_json"), ("c.json:1", "not_an_object"), ("e.json", "not_an_object")]),
+            equal_to([("a.jsonl:2", "malformed_json"), ("c.json:1", "not_an_object"), ("e.json", "not_a_json_array")]),
             label="rejected",
         )
 

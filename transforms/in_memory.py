@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 
-from transforms.core.records import Record, Rejection
+from transforms.core.records import Record, Rejection, input_labels
 from transforms.core.shards import (
     MEASURE_BATCH,
     EpochOrdinals,
@@ -52,7 +52,8 @@ class _MosaicInOneProcess(WithResources):
 
     def process(self, paths: list[str]):
         rows: list[Row] = []
-        for file_rows in map_forked(self._read_and_measure, paths, self.processes):
+        files = sorted(input_labels(paths).items())
+        for file_rows in map_forked(self._read_and_measure, files, self.processes):
             RECORDS_READ.inc(file_rows.read)
             RECORDS_TOKENIZED.inc(file_rows.tokenized)
             RECORDS_REJECTED.inc(len(file_rows.rejected))
@@ -70,11 +71,11 @@ class _MosaicInOneProcess(WithResources):
             yield from emit_tally(tally)
             yield from written
 
-    def _read_and_measure(self, path: str) -> FileRows:
+    def _read_and_measure(self, file: tuple[str, str]) -> FileRows:
         records: list[Record]
         rejected: list[Rejection]
         read, records, rejected = 0, [], []
-        for item in read_file(path):
+        for item in read_file(*file):
             read += 1
             if isinstance(item, Record):
                 records.append(item)

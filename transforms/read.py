@@ -2,84 +2,248 @@
 
 from __future__ import annotations
 
-import json
-import posixpath
-from collections.abc import Iterable, Iterator, Sequence
+import bz2
+import contextlib
+import gzip
+import lzma
+import os
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import IO, Any, Protocol
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.core.records import Record, Rejection, origin_of, parse_line, parse_object
+from transforms.core.records import (
+    MAX_RECORD_BYTES,
+    Record,
+    Rejection,
+    encoding_problem,
+    excerpt,
+    file_rejection,
+    input_labels,
+    is_single_value,
+    parse_json_array,
+    parse_raw_line,
+    skip_space,
+    split_lines,
+)
 from transforms.progress import RECORDS_READ, RECORDS_REJECTED
 
 RECORDS = "records"
 REJECTED = "rejected"
+INPUT_EXTENSIONS = (".jsonl", ".json", ".jsonl.gz", ".json.gz")  # what a folder named by --input contributes
+CHUNK_BYTES = 1 << 20
+_UTF8_BOM = b"\xef\xbb\xbf"
+_GLOB_CHARACTERS = "*?["
+
+
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+# Decompressed here rather than by Beam, whose readers end a cut stream without an error.
+_DECOMPRESSORS: dict[str, Callable[[Any], _Readable]] = {
+    ".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    ".bz2": bz2.BZ2File,
+    ".xz": lzma.LZMAFile,
+    ".lzma": lzma.LZMAFile,
+}
 
 
 class InputError(ValueError):
-    """An --input glob that matches nothing."""
+    """An --input glob that matches nothing, or a folder holding no input file."""
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[str]:
-    """Every file the globs match, sorted; a glob that matches nothing is an error."""
-    paths = []
-    for pattern, result in zip(patterns, FileSystems.match(list(patterns))):
-        matched = sorted(metadata.path for metadata in result.metadata_list)
+    """Every file the patterns name, sorted. A glob that matches nothing is an error. A pattern
+    naming a folder stands for the files directly in it with an extension of INPUT_EXTENSIONS
+    (not those of its sub-folders); a folder holding none is an error."""
+    paths: list[str] = []
+    for pattern in patterns:
+        matched = _folder_files(pattern) if _is_folder(pattern) else _matches(pattern)
         if not matched:
             raise InputError(f"--input '{pattern}' matches no file")
-        paths.extend(matched)
+        paths += matched
     return sorted(set(paths))
 
 
-def file_label(path: str) -> str:
-    """The name used in record ids: the file's base name."""
-    return posixpath.basename(path.replace("\\", "/"))
-
-
-def read_file(path: str) -> Iterator[Record | Rejection]:
-    """Records of one file: a JSON array (`.json`) or JSON lines (anything else).
-
-    A `.json` file that is not one JSON value is read as JSON lines, since many
-    datasets ship JSON lines under that name. `.gz` files are decompressed.
-    """
-    name = file_label(path)
-    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
-        if not name.removesuffix(".gz").endswith(".json"):
-            yield from _read_lines(iter(handle.readline, b""), name)
-            return
-        data = handle.read()
+def _matches(pattern: str) -> list[str]:
     try:
-        document = json.loads(data)
-    except ValueError:
-        yield from _read_lines(data.splitlines(keepends=True), name)
-        return
-    if not isinstance(document, list):
-        yield Rejection(name, "not_an_object", "a .json input must hold an array of records", _text(data[:1000]))
-        return
-    for index, obj in enumerate(document):
-        yield parse_object(obj, name, index)
+        (result,) = FileSystems.match([pattern])
+    except OSError as err:  # Beam's BeamIOError: a missing bucket, no access...
+        raise InputError(f"--input '{pattern}' cannot be listed: {err}") from None
+    return sorted(metadata.path for metadata in result.metadata_list)
 
 
-def _read_lines(lines: Iterable[bytes], name: str) -> Iterator[Record | Rejection]:
-    for index, raw in enumerate(lines):
-        raw = raw.rstrip(b"\r\n")
+def _is_folder(pattern: str) -> bool:
+    if any(character in pattern for character in _GLOB_CHARACTERS):
+        return False
+    if pattern.endswith(("/", "\\")) or os.path.isdir(pattern):
+        return True
+    return bool(_matches(FileSystems.join(pattern, "*")))  # a folder of a filesystem without folders (gs://)
+
+
+def _folder_files(folder: str) -> list[str]:
+    files = [
+        path
+        for path in _matches(FileSystems.join(folder.rstrip("/\\") or folder, "*"))
+        if path.lower().endswith(INPUT_EXTENSIONS) and not os.path.isdir(path)
+    ]
+    if not files:
+        raise InputError(f"--input '{folder}' is a folder holding no {', '.join(INPUT_EXTENSIONS)} file")
+    return files
+
+
+def file_label(path: str) -> str:
+    """The label of a file read alone: its base name (see input_labels for a set of files)."""
+    return input_labels([path])[path]
+
+
+class _ReadFailure(Exception):
+    """An OSError of the file itself, told apart from those a decompressor raises on bad data."""
+
+
+class _Tagged:
+    """A file whose read errors are raised as _ReadFailure."""
+
+    def __init__(self, handle: IO[bytes]):
+        self.handle = handle
+
+    def read(self, size: int = -1) -> bytes:
         try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            yield Rejection(origin_of(name, index), "malformed_json", f"line is not UTF-8: {err}", _text(raw))
-            continue
-        if line.strip():
-            yield parse_line(line, name, index)
+            return self.handle.read(size)
+        except OSError as err:
+            raise _ReadFailure(err) from err
 
 
-def _text(data: bytes) -> str:
-    return data.decode("utf-8", "replace")
+def _extension(path: str) -> str:
+    return os.path.splitext(path)[1].lower()
+
+
+def _holds_json_array(path: str) -> bool:
+    name = path.lower()
+    if CompressionTypes.detect_compression_type(name) != CompressionTypes.UNCOMPRESSED:
+        name = os.path.splitext(name)[0]
+    return name.endswith(".json")
+
+
+class _Chunks:
+    """The bytes of one file, decompressed and without a UTF-8 BOM, in chunks. A failure ends
+    them and is kept in `failure` as (reason, what happened), for the one rejection of the file
+    that follows the records read before it."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.failure: tuple[str, str] | None = None
+        self.ends_mid_line = False  # the last chunk does not end a line: a failure cut that line
+
+    def __iter__(self) -> Iterator[bytes]:
+        extension = _extension(self.path)
+        with contextlib.ExitStack() as stack:
+            try:
+                own = extension in _DECOMPRESSORS
+                compression = CompressionTypes.UNCOMPRESSED if own else CompressionTypes.AUTO
+                raw = _Tagged(stack.enter_context(FileSystems.open(self.path, compression_type=compression)))
+            except OSError as err:
+                self.failure = ("unreadable_file", f"it cannot be opened ({err})")
+                return
+            stream = _DECOMPRESSORS[extension](raw) if own else raw
+            read = getattr(stream, "read1", stream.read)  # read1: the data before an error is not held back
+            head: bytes | None = b""  # the first bytes, until they tell whether the file can be UTF-8 text
+            while True:
+                try:
+                    chunk = read(CHUNK_BYTES)
+                except (_ReadFailure, EOFError, OSError, zlib.error, lzma.LZMAError) as err:
+                    self.failure = _failure(err, extension)
+                    return
+                if head is not None:
+                    head += chunk
+                    if len(head) < 4 and chunk:
+                        continue
+                    problem = encoding_problem(head)
+                    if problem:
+                        self.failure = ("not_utf8", problem)
+                        return
+                    chunk, head = head.removeprefix(_UTF8_BOM), None
+                if not chunk:
+                    return
+                self.ends_mid_line = not chunk.endswith((b"\n", b"\r"))
+                yield chunk
+
+
+def _failure(err: Exception, extension: str) -> tuple[str, str]:
+    kind = extension.lstrip(".")
+    if isinstance(err, _ReadFailure):
+        return "unreadable_file", f"reading it failed ({err.__cause__})"
+    if isinstance(err, EOFError):
+        return "truncated_compression", f"the {kind} stream ends early"
+    return "corrupt_compression", f"the {kind} data is corrupt ({err})"
+
+
+def read_file(path: str, label: str | None = None) -> Iterator[Record | Rejection]:
+    """Records of one file: a JSON array (`.json`) or JSON lines (anything else); `.gz`, `.bz2`
+    and `.xz` files are decompressed. `label` names the file in record ids (see input_labels);
+    by default its base name.
+
+    A `.json` file that is not one JSON value is read as JSON lines, since many datasets ship
+    JSON lines under that name. A file that cannot be read to its end yields, after the
+    records read before the damage, one rejection naming it (FILE_REJECT_REASONS): nothing
+    about a file raises.
+    """
+    label = file_label(path) if label is None else label
+    chunks = _Chunks(path)
+    if not _holds_json_array(path):
+        yield from _read_lines(chunks, label, chunks)
+        return
+    data = b"".join(chunks)
+    try:
+        text, bad_byte = data.decode("utf-8"), None
+    except UnicodeDecodeError as err:
+        text, bad_byte = data[: err.start].decode("utf-8"), err.start
+    start = skip_space(text, 0)
+    if text.startswith("[", start):
+        count = 0
+        for item in parse_json_array(text, label, start, complete=chunks.failure is None and bad_byte is None):
+            count += 1
+            yield item
+        if bad_byte is not None:
+            what = f"byte {bad_byte:,} ({data[bad_byte : bad_byte + 1]!r}) is not UTF-8"
+            yield file_rejection(label, "not_utf8", f"{what}; the {count:,} array elements before it are kept")
+        if chunks.failure:
+            reason, what = chunks.failure
+            yield file_rejection(
+                label, reason, f"{what} after array element {count:,}; the elements before it are kept"
+            )
+    elif chunks.failure is None and bad_byte is None and is_single_value(text, start):
+        detail = "a .json file must hold an array of records, not one other JSON value"
+        yield file_rejection(label, "not_a_json_array", detail, excerpt(data))
+    else:
+        yield from _read_lines([data], label, chunks)
+
+
+def _read_lines(source: Iterable[bytes], label: str, chunks: _Chunks) -> Iterator[Record | Rejection]:
+    """The items of JSON lines; each is held back until the next line is read, since the last line
+    is cut short when reading fails within it."""
+    held: Record | Rejection | None = None
+    lines = 0
+    for index, line in enumerate(split_lines(source, MAX_RECORD_BYTES)):
+        if held is not None:
+            yield held
+        held, lines = parse_raw_line(line, label, index), index + 1
+    if chunks.failure and chunks.ends_mid_line and not isinstance(held, Record):
+        held, lines = None, lines - 1  # the line the damage cut: the file's rejection speaks for it
+    if held is not None:
+        yield held
+    if chunks.failure:
+        reason, what = chunks.failure
+        yield file_rejection(label, reason, f"{what} after line {lines:,}; the records before it are kept")
 
 
 class _ParseFile(beam.DoFn):
-    def process(self, path: str):
-        for item in read_file(path):
+    def process(self, file: tuple[str, str]):
+        for item in read_file(*file):
             RECORDS_READ.inc()
             if isinstance(item, Record):
                 yield item
@@ -92,16 +256,16 @@ class ReadRecords(beam.PTransform):
     """Files -> records (main output) and rejections (tagged `rejected`).
 
     Files are spread over workers (Create reshuffles its elements); the records of one
-    file are read by one worker.
+    file are read by one worker. Record ids name files by their labels among all `paths`.
     """
 
     def __init__(self, paths: Sequence[str]):
         super().__init__()
-        self.paths = list(paths)
+        self.files = sorted(input_labels(paths).items())
 
     def expand(self, pbegin):
         return (
             pbegin
-            | "ListFiles" >> beam.Create(self.paths)
+            | "ListFiles" >> beam.Create(self.files)
             | "ParseFiles" >> beam.ParDo(_ParseFile()).with_outputs(REJECTED, main=RECORDS)
         )
