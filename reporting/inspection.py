@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pipeline.errors import CommandParser, UsageError
 from reporting import outputs
 from transforms.core.anatomy import meta_instruction, response_blocks
-from transforms.core.records import Record, input_labels
+from transforms.core.decoding import input_labels
+from transforms.core.records import Record
 from transforms.core.rulebook import RULES
 from transforms.core.rules import Rules, load_rules, parse_rules
 from transforms.core.strategies import PRIMARY_SEPARATOR, SAMPLE_KINDS

@@ -7,8 +7,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from transforms.core.decoding import input_labels
 from transforms.core.wrap import size_pmf
-from transforms.read import file_label
 
 EXAMPLES_PER_REASON = 3
 UNKNOWN_SOURCE = "unknown source"
@@ -163,7 +163,7 @@ def scan_select(
     scores: Iterable[dict], selected: Iterable[dict], order: Iterable[dict], inputs: Sequence[str] | None
 ) -> SelectScan:
     """`order` lists every record; its first rows are the picks and may carry their pick score."""
-    labels = {file_label(path) for path in inputs} if inputs else None
+    labels = set(input_labels(inputs).values()) if inputs else None
     scan = SelectScan()
     ifd_by_id = {}
     for row in scores:

@@ -7,6 +7,7 @@ are what a scheduler sees) or through `main` where only the code path matters.
 from __future__ import annotations
 
 import errno
+import gzip
 import json
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from tests.shared_data import write_jsonl
 from transforms.core.status import (
     EXIT_BUSY,
     EXIT_ENVIRONMENT,
+    EXIT_INCOMPLETE_INPUT,
     EXIT_NO_OUTPUT,
     EXIT_OK,
     EXIT_TOO_MANY_REJECTED,
@@ -115,6 +117,18 @@ def test_all_records_rejected_exits_4_with_outputs_written(tmp_path):
     assert (tmp_path / "out/rejected-00000-of-00001.jsonl").read_text().count("\n") == 2
 
 
+def test_a_file_read_only_in_part_exits_3_and_keeps_what_was_read(tmp_path):
+    whole = gzip.compress("".join(json.dumps(row) + "\n" for row in GOOD * 40).encode())
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    output = tmp_path / "out"
+    assert main(["run", "--input", str(cut), "--output", str(output), "--epochs", "1"]) == EXIT_INCOMPLETE_INPUT
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["status"]["state"] == "incomplete_input"
+    assert manifest["counts"]["rejected"] == {"truncated_compression": 1}
+    assert 0 < manifest["counts"]["records_per_epoch"]["0"] < len(GOOD) * 40
+
+
 def test_more_rejected_than_the_threshold_exits_5(tmp_path):
     data = write_jsonl(tmp_path / "in.jsonl", [*GOOD[:4], *["not json"] * 6])
     output = tmp_path / "out"
@@ -149,5 +163,13 @@ def test_environment_failures_are_found_behind_a_runners_wrapping():
 
 
 def test_exit_codes_are_distinct():
-    codes = [EXIT_OK, EXIT_USAGE, EXIT_NO_OUTPUT, EXIT_TOO_MANY_REJECTED, EXIT_ENVIRONMENT, EXIT_BUSY]
+    codes = [
+        EXIT_OK,
+        EXIT_USAGE,
+        EXIT_INCOMPLETE_INPUT,
+        EXIT_NO_OUTPUT,
+        EXIT_TOO_MANY_REJECTED,
+        EXIT_ENVIRONMENT,
+        EXIT_BUSY,
+    ]
     assert len(set(codes)) == len(codes) and EXIT_OK == 0 and EXIT_USAGE == 2

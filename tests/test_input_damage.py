@@ -13,16 +13,8 @@ import pytest
 
 from pipeline.cli import main
 from transforms import read
-from transforms.core.records import (
-    FILE_REJECT_REASONS,
-    MAX_NESTING,
-    MAX_RECORD_BYTES,
-    REJECT_REASONS,
-    LongLine,
-    Record,
-    input_labels,
-    split_lines,
-)
+from transforms.core.decoding import MAX_NESTING, MAX_RECORD_BYTES, LongLine, input_labels, split_lines
+from transforms.core.records import FILE_REJECT_REASONS, REJECT_REASONS, Record
 from transforms.read import read_file
 
 

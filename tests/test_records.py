@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from transforms.core.records import REJECT_REASONS, Record, Rejection, parse_line, parse_object
+from transforms.core.decoding import parse_line
+from transforms.core.records import REJECT_REASONS, Record, Rejection, parse_object
 
 
 def test_alpaca_with_and_without_input():

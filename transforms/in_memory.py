@@ -15,7 +15,8 @@ from typing import NamedTuple
 
 import apache_beam as beam
 
-from transforms.core.records import Record, Rejection, input_labels
+from transforms.core.decoding import input_labels
+from transforms.core.records import Record, Rejection
 from transforms.core.shards import (
     MEASURE_BATCH,
     EpochOrdinals,

@@ -15,10 +15,8 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.core.records import (
+from transforms.core.decoding import (
     MAX_RECORD_BYTES,
-    Record,
-    Rejection,
     encoding_problem,
     excerpt,
     file_rejection,
@@ -29,6 +27,7 @@ from transforms.core.records import (
     skip_space,
     split_lines,
 )
+from transforms.core.records import Record, Rejection
 from transforms.progress import RECORDS_READ, RECORDS_REJECTED
 
 RECORDS = "records"
