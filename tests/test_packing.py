@@ -5,10 +5,11 @@ from hypothesis import strategies as st
 
 import transforms.core.packing as packing
 from transforms.core.packing import KeyPacker, Measured, Overheads, PackSettings, order_records
+from transforms.core.randomness import HashStream
 from transforms.core.records import Record
 from transforms.core.rules import load_rules
-from transforms.core.strategies import STRATEGIES
-from transforms.core.wrap import WRAP_MODES
+from transforms.core.strategies import STRATEGIES, compose
+from transforms.core.wrap import WRAP_MODES, draw_group_size
 
 RULES = load_rules()
 WORDS = [
@@ -58,6 +59,27 @@ def check_invariants(samples, measured, pack_settings, lengths):
             assert sample.group_size <= pack_settings.wrap_max
 
 
+def measure_with_parts(records, lengths):
+    """Measured records with their Parts, as the pipeline measures them."""
+    measured = lengths.measure([(r.prompt, r.output) for r in records])
+    return [Measured.of(r, n, prompt_part, output_part) for r, (n, prompt_part, output_part) in zip(records, measured)]
+
+
+def check_groups_are_full(samples, measured, pack_settings, lengths, epoch, key):
+    """No group ends before its drawn size while the next record, composed with it, would still fit."""
+    first = 0
+    for sample in samples:
+        group, end = int(sample.id.rsplit("-g", 1)[1]), first + sample.group_size
+        size = HashStream(pack_settings.seed, epoch, key, group, "size")
+        target = draw_group_size(pack_settings.wrap_mode, pack_settings.wrap_max, size)
+        if end < len(measured) and (target is None or sample.group_size < target):
+            taken = measured[first : end + 1]
+            stream = HashStream(pack_settings.seed, epoch, key, group, "compose")
+            c = compose([m.prompt for m in taken], [m.output for m in taken], pack_settings.strategy, RULES, stream)
+            assert lengths.count([(c.instruction, c.output)])[0] > pack_settings.max_length, sample.id
+        first = end
+
+
 record_lengths = st.lists(st.tuples(st.integers(1, 60), st.integers(1, 80)), min_size=0, max_size=60)
 
 
@@ -89,6 +111,28 @@ def test_optimistic_estimates_are_caught_by_the_exact_count(quicktok_lengths, le
     measured = [m for m in measure(make_records(lengths_in, seed), quicktok_lengths) if m.n_tokens <= max_length]
     samples = KeyPacker(pack_settings, RULES, quicktok_lengths, Overheads(0, 0, 0)).pack(measured, 0, 0)
     check_invariants(samples, measured, pack_settings, quicktok_lengths)
+    check_groups_are_full(samples, measured, pack_settings, quicktok_lengths, 0, 0)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lengths_in=record_lengths,
+    mode=st.sampled_from(WRAP_MODES),
+    wrap_max=st.integers(1, 12),
+    max_length=st.integers(150, 900),
+    strategy=st.sampled_from(STRATEGIES),
+    seed=st.integers(0, 1000),
+)
+def test_no_group_ends_while_the_next_record_would_fit(
+    quicktok_lengths, lengths_in, mode, wrap_max, max_length, strategy, seed
+):
+    pack_settings = PackSettings(seed, strategy, mode, wrap_max, max_length)
+    records = measure_with_parts(make_records(lengths_in, seed), quicktok_lengths)
+    measured = [m for m in records if m.n_tokens <= max_length]
+    packer = KeyPacker(pack_settings, RULES, quicktok_lengths, Overheads.measure(quicktok_lengths, RULES))
+    samples = packer.pack(measured, epoch=1, key=3)
+    check_invariants(samples, measured, pack_settings, quicktok_lengths)
+    check_groups_are_full(samples, measured, pack_settings, quicktok_lengths, 1, 3)
 
 
 def test_result_does_not_depend_on_the_window(quicktok_lengths, monkeypatch):

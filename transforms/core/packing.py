@@ -2,12 +2,15 @@
 
 The result is defined by a simple sequential procedure: walk the records in sort-key
 order; for group g draw a target size from (seed, epoch, key, g); take records while
-the group is under that size and its *estimated* length fits the budget; compose the
-sample and count it exactly; if it is over the budget, drop records from its end
-until it fits (a lone record falls back to its plain form, which always fits); the
-next group starts at the first record not taken. The implementation composes a window
-of groups ahead and counts them in one tokenizer call, redoing the window only after
-a shrink, which gives the same result with far fewer tokenizer calls.
+the group is under that size and the next record, composed with the group as the
+group would then be, fits the budget (counted exactly, except where an upper estimate
+already says it fits or the records' interiors alone already exceed the budget);
+compose the sample and count it exactly; if it is over the budget (an estimate was
+wrong), drop records from its end until it fits (a lone record falls back to its plain
+form, which always fits); the next group starts at the first record not taken. The
+implementation composes a window of groups ahead and counts them in one tokenizer
+call, redoing the window only after a shrink, which gives the same result with far
+fewer tokenizer calls.
 """
 
 from __future__ import annotations
@@ -108,8 +111,9 @@ class PackSettings:
 class Overheads:
     """Upper estimates of what composing adds to the records' own lengths.
 
-    They only steer how many records a group takes; the exact count of the composed
-    sample decides whether it fits.
+    A group whose estimate fits takes the next record without counting; where the estimate
+    does not fit, the composed group is counted exactly. An estimate that is too low only
+    costs a shrink: the exact count of every final sample decides whether it fits.
     """
 
     template: int  # tokens of the length template itself, paid once per sample
@@ -167,6 +171,11 @@ def order_records(items: Sequence[tuple[int, Measured]]) -> tuple[list[Measured]
     return [measured for _, measured in kept], duplicates
 
 
+def _interior(measured: Measured) -> int:
+    """Tokens of the record that any sample holding it holds too (its Parts, counted where no token spans)."""
+    return measured.prompt_part[2] + measured.output_part[2]
+
+
 class KeyPacker:
     """Packs the ordered records of one (epoch, key) into samples."""
 
@@ -220,17 +229,30 @@ class _KeyPacking:
         return plans
 
     def _plan_end(self, group: int, start: int) -> int:
+        """Where the group starting at `start` ends: it takes records until it reaches its drawn size
+        or the next record, composed with the group as the group would then be, would not fit.
+
+        The estimate settles the clear cases, and the records' interiors (a lower bound of what they
+        add) the hopeless ones; only the rest are composed and counted exactly.
+        """
         settings, records = self.settings, self.records
         target = draw_group_size(
             settings.wrap_mode, settings.wrap_max, HashStream(settings.seed, self.epoch, self.key, group, "size")
         )
-        end, total = start + 1, records[start].n_tokens
+        end, total, interiors = start + 1, records[start].n_tokens, _interior(records[start])
         while end < len(records) and (target is None or end - start < target):
-            candidate = total + records[end].n_tokens
-            if self.overheads.estimate(candidate, end - start + 1) > settings.max_length:
+            candidate, candidate_interiors = total + records[end].n_tokens, interiors + _interior(records[end])
+            if self.overheads.estimate(candidate, end - start + 1) > settings.max_length and (
+                candidate_interiors > settings.max_length or not self._fits(group, start, end + 1)
+            ):
                 break
-            end, total = end + 1, candidate
+            end, total, interiors = end + 1, candidate, candidate_interiors
         return end
+
+    def _fits(self, group: int, first: int, end: int) -> bool:
+        """True when records[first:end], composed as group `group`, fit the budget (counted exactly)."""
+        [n_tokens] = self._count([(first, end)], [self._compose(group, first, end)])
+        return n_tokens <= self.settings.max_length
 
     def _compose(self, group: int, first: int, end: int) -> Composition:
         stream = HashStream(self.settings.seed, self.epoch, self.key, group, "compose")
