@@ -9,7 +9,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from pipeline.flags import add_flag
-from pipeline.runner import LocalRunOptions
+from pipeline.runner import LaunchOptions
 from transforms.core.config import MosaicConfig
 from transforms.core.lengths import LENGTH_TEMPLATES
 from transforms.core.strategies import STRATEGIES
@@ -134,7 +134,7 @@ def shared_checks(options: PipelineOptions) -> list[tuple[bool, str]]:
 
 def validate(options: MosaicOptions) -> None:
     """Raises OptionsError with a one-line message for the first option that cannot work."""
-    pack_processes = options.view_as(LocalRunOptions).pack_processes
+    pack_processes = options.view_as(LaunchOptions).pack_processes
     checks = [
         *shared_checks(options),
         (

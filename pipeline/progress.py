@@ -18,8 +18,15 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from pipeline.runner import where_to_watch
-from transforms.progress import COUNTERS, NAMESPACE, PROGRESS_DIR_ENV, TALLY
+from pipeline.runner import LaunchOptions, where_to_watch
+from transforms.progress import (
+    COUNTERS,
+    NAMESPACE,
+    PROGRESS_DIR_ENV,
+    RECORD_EPOCHS_PACKED,
+    RECORD_EPOCHS_PLANNED,
+    TALLY,
+)
 
 LOGGER = logging.getLogger("mosaic_it.progress")
 LOCAL_EVERY_S = 10.0
@@ -36,10 +43,26 @@ def configure_logging() -> None:
     LOGGER.propagate = False
 
 
+def _clock(seconds: float) -> str:
+    minutes, whole = divmod(int(seconds), 60)
+    return f"{minutes}:{whole:02d}"
+
+
+def _phase(counts: Counter, previous: Counter, interval_s: float) -> str:
+    """`reading`, until a mosaic run has counted its records; then `packing 45% ETA 0:32`, where the
+    rate of packed record-epochs since the last line estimates what is left."""
+    planned, packed = counts.get(RECORD_EPOCHS_PLANNED.name, 0), counts.get(RECORD_EPOCHS_PACKED.name, 0)
+    if not planned:
+        return "reading"
+    rate = (packed - previous.get(RECORD_EPOCHS_PACKED.name, 0)) / interval_s if interval_s > 0 else 0.0
+    eta = f" ETA {_clock((planned - packed) / rate)}" if rate > 0 and packed < planned else ""
+    return f"packing {packed / planned:.0%} of {planned:,} record-epochs{eta}"
+
+
 def progress_line(elapsed_s: float, counts: Counter, previous: Counter, interval_s: float) -> str:
-    """`progress 1:05  read 120,000 (2,857/s)  ...`: what has been counted so far, with its rate since the last line."""
-    minutes, seconds = divmod(int(elapsed_s), 60)
-    parts = [f"progress {minutes}:{seconds:02d}"]
+    """`progress 1:05  reading  read 120,000 (2,857/s)  ...`: the phase, then what has been counted so far,
+    with its rate since the last line."""
+    parts = [f"progress {_clock(elapsed_s)}", _phase(counts, previous, interval_s)]
     for counter in COUNTERS:
         now = counts.get(counter.name, 0)
         if now:
@@ -127,6 +150,10 @@ def run_with_progress(
     meanwhile. A remote runner returns once the job is submitted: then the log says where
     to watch it, and the job's Beam metrics are polled until it ends.
     """
+    if pipeline.options.view_as(LaunchOptions).quiet:
+        result = pipeline.run()
+        result.wait_until_finish()
+        return result
     with _local_progress(local_every_s):
         result = pipeline.run()
     if PipelineState.is_terminal(result.state):

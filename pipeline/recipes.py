@@ -16,7 +16,7 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from pipeline.errors import CommandParser, UsageError
-from pipeline.runner import LocalRunOptions
+from pipeline.runner import LaunchOptions
 
 
 class RecipeError(UsageError):
@@ -38,7 +38,7 @@ def _actions(classes: Sequence[type[PipelineOptions]]) -> dict[str, list[argpars
 def _runner_option_classes() -> list[type[PipelineOptions]]:
     """Beam's option classes, and the options of this project's local runs."""
     beam = {str(cls): cls for cls in PipelineOptions.__subclasses__() if cls.__module__.startswith("apache_beam.")}
-    return [*beam.values(), LocalRunOptions]
+    return [*beam.values(), LaunchOptions]
 
 
 def _flags(key: str, value: Any, actions: list[argparse.Action], where: str) -> list[str]:
@@ -143,7 +143,7 @@ def _check_values(flags: Sequence[str], options_class: type[PipelineOptions]) ->
     """Raises UsageError, one line, for a value of the command's own options that argparse cannot
     convert (`--epochs abc`); Beam's parser would print its whole usage first."""
     parser = _RaisingBeamParser(add_help=False, allow_abbrev=False)
-    for cls in (options_class, LocalRunOptions):
+    for cls in (options_class, LaunchOptions):
         cls._add_argparse_args(parser)  # pylint: disable=protected-access
     parser.parse_known_args(list(flags))
 

@@ -29,8 +29,9 @@ _DIRECT_NAMES = {None, "direct", "directrunner"}
 DEFAULT_MAX_PROCESSES = 8
 
 
-class LocalRunOptions(PipelineOptions):
-    """Options of the in-memory DirectRunner only; they change how fast a run is, never what it writes."""
+class LaunchOptions(PipelineOptions):
+    """Options of how a run is carried out and shown; they never change what it writes, so the
+    manifest's `options` leave them out."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -43,6 +44,7 @@ class LocalRunOptions(PipelineOptions):
             f"(0: one per CPU this process may use, at most {DEFAULT_MAX_PROCESSES}). Other runners use their own "
             "workers.",
         )
+        add_flag(parser, "quiet", action="store_true", help="No progress lines while the job runs.")
 
 
 def pack_processes(options: PipelineOptions, paths: Sequence[str]) -> int:
@@ -51,7 +53,7 @@ def pack_processes(options: PipelineOptions, paths: Sequence[str]) -> int:
     parent's client connections (a GCS client is not fork-safe)."""
     if not all(_is_local(path) for path in paths):
         return 1
-    return options.view_as(LocalRunOptions).pack_processes or min(available_cpus(), DEFAULT_MAX_PROCESSES)
+    return options.view_as(LaunchOptions).pack_processes or min(available_cpus(), DEFAULT_MAX_PROCESSES)
 
 
 def _is_local(path: str) -> bool:

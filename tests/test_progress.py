@@ -18,7 +18,8 @@ from pipeline.options import MosaicOptions, own_option_values
 
 SHARED = Path(__file__).parents[1] / "../shared"
 ALPACA = SHARED / "data/alpaca_en_demo.json"
-LINE = re.compile(r"progress \d+:\d\d(  [a-z]+ [\d,]+ \([\d,]+/s\))+$")
+PHASE = r"(reading|packing \d+% of [\d,]+ record-epochs( ETA \d+:\d\d)?)"
+LINE = re.compile(rf"progress \d+:\d\d  {PHASE}(  [a-z]+ [\d,]+ \([\d,]+/s\))+$")
 LABELS = ("read", "tokenized", "samples", "rejected")
 
 
@@ -32,7 +33,23 @@ def _progress_counts(caplog) -> list[tuple[int, ...]]:
 
 def test_progress_line_shows_what_was_counted_and_its_rate_since_the_last_line():
     line = progress.progress_line(65.0, Counter(records_read=3000, samples_packed=10), Counter(records_read=1000), 2.0)
-    assert line == "progress 1:05  read 3,000 (1,000/s)  samples 10 (5/s)"
+    assert line == "progress 1:05  reading  read 3,000 (1,000/s)  samples 10 (5/s)"
+
+
+def test_once_the_records_are_counted_the_line_shows_the_share_packed_and_what_is_left():
+    now = Counter(records_read=1000, record_epochs_planned=4000, record_epochs_packed=1000)
+    line = progress.progress_line(30.0, now, Counter(record_epochs_planned=4000, record_epochs_packed=500), 10.0)
+    # 500 record-epochs in 10 s: the 3,000 left take 60 s.
+    assert line == "progress 0:30  packing 25% of 4,000 record-epochs ETA 1:00  read 1,000 (100/s)"
+
+
+@pytest.mark.skipif(not ALPACA.exists(), reason="needs ../shared/data (the project's shared test data)")
+def test_quiet_runs_log_no_progress(tmp_path, caplog):
+    pipeline = _mosaic_pipeline(tmp_path, "--epochs=1", "--quiet")
+    with caplog.at_level(logging.INFO, logger=progress.LOGGER.name):
+        progress.run_with_progress(pipeline, local_every_s=0.01)
+    assert not [record for record in caplog.records if record.name == progress.LOGGER.name]
+    assert (tmp_path / "manifest.json").exists()
 
 
 @pytest.mark.skipif(not ALPACA.exists(), reason="needs ../shared/data (the project's shared test data)")
@@ -54,6 +71,8 @@ def test_an_in_memory_run_logs_growing_counts_that_end_at_the_manifest_numbers(t
         manifest["records_rejected"],
     )
     assert max(line[0] for line in counts) <= manifest["records_read"]
+    packed = sum(manifest["records_per_epoch"].values())
+    assert tally["record_epochs_planned"] == tally["record_epochs_packed"] == packed
 
 
 def _mosaic_pipeline(tmp_path, *flags) -> beam.Pipeline:

@@ -29,7 +29,7 @@ from transforms.core.shards import (
     pack_shard,
 )
 from transforms.forked import map_forked
-from transforms.mosaic import FILES, STATS, VALID, MosaicJob, WithResources, emit_tally
+from transforms.mosaic import FILES, STATS, VALID, MosaicJob, WithResources, emit_tally, planned
 from transforms.progress import RECORDS_READ, RECORDS_REJECTED, RECORDS_TOKENIZED
 from transforms.read import REJECTED, read_file
 from transforms.write import write_shard
@@ -62,7 +62,7 @@ class _MosaicInOneProcess(WithResources):
                 yield beam.pvalue.TaggedOutput(REJECTED, rejection)
             rows += file_rows.rows
         yield beam.pvalue.TaggedOutput(VALID, len(rows))
-        plan = ShardPlan.of(len(rows), self.config, self.job.num_shards)
+        plan = planned(len(rows), self.config, self.job.num_shards)
         shards: list[list[ShardItem]] = [[] for _ in range(plan.num_shards)]
         for shard, items in assign_shards(rows, EpochOrdinals(self.config, plan), plan).items():
             shards[shard] = items

@@ -29,7 +29,13 @@ from transforms.core.shards import (
 )
 from transforms.encoding import RowBatch
 from transforms.formats import OutputFormat
-from transforms.progress import RECORDS_REJECTED, RECORDS_TOKENIZED, SAMPLES_PACKED
+from transforms.progress import (
+    RECORD_EPOCHS_PACKED,
+    RECORD_EPOCHS_PLANNED,
+    RECORDS_REJECTED,
+    RECORDS_TOKENIZED,
+    SAMPLES_PACKED,
+)
 from transforms.read import RECORDS, REJECTED, ReadRecords
 from transforms.write import WriteShards
 
@@ -71,6 +77,12 @@ class WithResources(beam.DoFn):
         self.packer = self.resources.packer(self.config)
 
 
+def planned(valid_records: int, config: MosaicConfig, num_shards: int) -> ShardPlan:
+    """The run's ShardPlan, once its valid records are counted; progress lines take their total from it."""
+    RECORD_EPOCHS_PLANNED.inc(valid_records * config.epochs)
+    return ShardPlan.of(valid_records, config, num_shards)
+
+
 def emit_tally(tally: ShardTally):
     """A packed shard's duplicate-id rejections (REJECTED) and sample stats (STATS)."""
     rejections = tally.rejections()
@@ -78,6 +90,7 @@ def emit_tally(tally: ShardTally):
     for rejection in rejections:
         yield beam.pvalue.TaggedOutput(REJECTED, rejection)
     SAMPLES_PACKED.inc(tally.samples)
+    RECORD_EPOCHS_PACKED.inc(tally.records())
     yield beam.pvalue.TaggedOutput(STATS, tally.stats)
 
 
@@ -201,7 +214,7 @@ class MosaicSamples(beam.PTransform):
         job = self.job
         measured = pbegin | "ReadAndMeasure" >> ReadAndMeasure(job.paths, job.config)
         valid = measured[ROWS] | "CountValid" >> CountRows()
-        plan = valid | "Plan" >> beam.Map(ShardPlan.of, job.config, job.num_shards)
+        plan = valid | "Plan" >> beam.Map(planned, job.config, job.num_shards)
         packed = measured[ROWS] | "Pack" >> PackShards(job.config, plan)
         shards = plan | "NumShards" >> beam.Map(lambda p: p.num_shards)
         files = packed[SAMPLES] | "Write" >> WriteShards(job.directory, job.formats, shards)

@@ -62,13 +62,15 @@ TALLY = _Tally()
 class ProgressCounter:
     """A Beam counter in the `mosaic-it` namespace whose increments the local driver also sees.
 
-    Every counter made is listed in COUNTERS, the order of a progress line.
+    Every counter with a label is listed in COUNTERS, the order of a progress line; the others
+    feed its percentage.
     """
 
-    def __init__(self, name: str, label: str):
+    def __init__(self, name: str, label: str | None = None):
         self.name, self.label = name, label
         self._metric = Metrics.counter(NAMESPACE, name)
-        COUNTERS.append(self)
+        if label:
+            COUNTERS.append(self)
 
     def inc(self, n: int = 1) -> None:
         self._metric.inc(n)
@@ -80,3 +82,6 @@ RECORDS_READ = ProgressCounter("records_read", "read")
 RECORDS_TOKENIZED = ProgressCounter("records_tokenized", "tokenized")
 SAMPLES_PACKED = ProgressCounter("samples_packed", "samples")
 RECORDS_REJECTED = ProgressCounter("records_rejected", "rejected")
+# The work of a mosaic run once its records are counted: every valid record once per epoch.
+RECORD_EPOCHS_PLANNED = ProgressCounter("record_epochs_planned")
+RECORD_EPOCHS_PACKED = ProgressCounter("record_epochs_packed")

@@ -153,6 +153,10 @@ class ShardTally(NamedTuple):
         duplicates = [measured for packed in keys for measured in packed.duplicates]
         return cls(sum(len(packed.samples) for packed in keys), stats, duplicates)
 
+    def records(self) -> int:
+        """Record-epochs the shard's samples hold."""
+        return sum(n for (section, _), n in self.stats.items() if section == "records")
+
     def rejections(self) -> list[Rejection]:
         return [reject(measured.record, "duplicate_id", DUPLICATE_DETAIL) for measured in self.duplicates]
 
