@@ -20,6 +20,7 @@ from pipeline.recipes import apply_recipe
 from pipeline.runner import describes_only, new_pipeline
 from reporting.inspection import inspect_command
 from reporting.run_stats import mosaic_table
+from reporting.verify import verify_command
 from transforms.core.config import MosaicConfig
 from transforms.core.rules import RulesError, parse_rules
 from transforms.core.status import EXIT_BUSY, EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE
@@ -32,7 +33,8 @@ USAGE = """usage: mosaic-it COMMAND [options] [Beam pipeline options]
   run       make mosaicked training data (see README.md for every option)
   select    score records with a causal LM and select them the IterIT way (needs the [select] extra)
   report    write DIR/report/index.html with figures of a finished run
-  inspect   print samples of a finished run readably"""
+  inspect   print samples of a finished run readably
+  verify    check a finished run from its files: accounting, exact lengths, order and masking"""
 
 
 def sample_input() -> str:
@@ -132,6 +134,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "select": select_command,
     "report": report_command,
     "inspect": inspect_command,
+    "verify": verify_command,
 }
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import fastavro
 
 from pipeline.cli import run
+from reporting.verify import verify
 from transforms.core.lengths import LengthTemplate, SampleLengths
 from transforms.core.tokens import load_counter
 
@@ -75,4 +76,6 @@ def check_run(
     for sample in samples:
         assert sorted(sample["response_order"] + sample["masked"]) == sorted(sample["sources"])
         assert sample["count"] == len(sample["sources"]) and sample["input"] == ""
+    # The run's own checker agrees: verbatim texts, order and masking as each rule computes them.
+    assert verify(str(directory)) == []
     return samples, rejected
