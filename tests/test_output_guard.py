@@ -26,7 +26,7 @@ ALPACA = SHARED / "data/alpaca_en_demo.json"
 #   .venv/bin/python -m pytest tests/test_output_guard.py -q   # the failure prints the new digest
 EXPECTED = {
     "default": "25158e1ec094c620726a857dbcb8a75c357f7f84ea7e7706ec9df76a58ed453c",
-    "tight_budget": "a52c3fd81d86738834e69ce265a04959d8b354b9402f9f3465ca6a7c66418298",
+    "tight_budget": "8f130b69c6f5fb69aee21a1b5e25e5cb5c43bb735089430890a6f2ad0a0e1a37",
 }
 RUNS = {
     "default": ["--epochs", "2"],

@@ -1,6 +1,6 @@
 from collections import Counter
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import transforms.core.packing as packing
@@ -122,6 +122,15 @@ def test_optimistic_estimates_are_caught_by_the_exact_count(quicktok_lengths, le
     max_length=st.integers(150, 900),
     strategy=st.sampled_from(STRATEGIES),
     seed=st.integers(0, 1000),
+)
+# A masked response is not in the sample: only the instructions' interiors bound it from below.
+@example(
+    lengths_in=[(1, 1), (1, 1), (1, 1), (1, 2), (53, 80)],
+    mode="uniform",
+    wrap_max=3,
+    max_length=150,
+    strategy="mask",
+    seed=0,
 )
 def test_no_group_ends_while_the_next_record_would_fit(
     quicktok_lengths, lengths_in, mode, wrap_max, max_length, strategy, seed

@@ -4,7 +4,7 @@ The result is defined by a simple sequential procedure: walk the records in sort
 order; for group g draw a target size from (seed, epoch, key, g); take records while
 the group is under that size and the next record, composed with the group as the
 group would then be, fits the budget (counted exactly, except where an upper estimate
-already says it fits or the records' interiors alone already exceed the budget);
+already says it fits or the interiors of the records' instructions already exceed it);
 compose the sample and count it exactly; if it is over the budget (an estimate was
 wrong), drop records from its end until it fits (a lone record falls back to its plain
 form, which always fits); the next group starts at the first record not taken. The
@@ -172,8 +172,9 @@ def order_records(items: Sequence[tuple[int, Measured]]) -> tuple[list[Measured]
 
 
 def _interior(measured: Measured) -> int:
-    """Tokens of the record that any sample holding it holds too (its Parts, counted where no token spans)."""
-    return measured.prompt_part[2] + measured.output_part[2]
+    """Tokens of the record that every sample holding it holds too: its instruction's Part (counted
+    between cuts, where no token spans). Not its response's: maskout may leave that out."""
+    return measured.prompt_part[2]
 
 
 class KeyPacker:
@@ -232,8 +233,8 @@ class _KeyPacking:
         """Where the group starting at `start` ends: it takes records until it reaches its drawn size
         or the next record, composed with the group as the group would then be, would not fit.
 
-        The estimate settles the clear cases, and the records' interiors (a lower bound of what they
-        add) the hopeless ones; only the rest are composed and counted exactly.
+        The estimate settles the clear cases, and the interiors of the records' instructions (a lower
+        bound of what they add) the hopeless ones; only the rest are composed and counted exactly.
         """
         settings, records = self.settings, self.records
         target = draw_group_size(
