@@ -24,8 +24,8 @@ ALPACA = SHARED / "data/alpaca_en_demo.json"
 # Regenerate after an intended change of outputs (a bug fix, new phrasings):
 #   /work/venv/bin/python -m pytest tests/test_output_guard.py -q   # the failure prints the new digest
 EXPECTED = {
-    "default": "bc2aa41107f533d2a6495bf4d2c17afa137ed3b4470b871eb6ea6a666eccf7ce",
-    "tight_budget": "d2134ca363ff9add737e21496ac8856466e6f156dffa34afbfbaa14d01e6ad10",
+    "default": "de730905794e32e24e956d1d2f2012f093258c898e028197e0a3d9f77928c812",
+    "tight_budget": "8892e75730db83d7a70c4b6ff1e22658cb2a506822b4fb810f071ec375baf52a",
 }
 RUNS = {
     "default": ["--epochs", "2"],
