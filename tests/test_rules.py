@@ -7,7 +7,7 @@ from tests.e2e import read_jsonl, run_job
 from tests.shared_data import SHARED_DATA, require_shared
 from transforms.core.randomness import HashStream
 from transforms.core.rulebook import MASK_RULES, PERMUTE_RULES
-from transforms.core.rules import RulesError, load_rules
+from transforms.core.rules import RulesError, Structure, load_rules
 from transforms.core.strategies import compose
 
 
@@ -46,9 +46,42 @@ def test_a_rules_file_may_keep_a_subset_of_rules(tmp_path):
         (lambda d: d["permute"].update({"SEQUENCE": ["Answer in some order."]}), r"must contain \['\{sequence\}'\]"),
         (lambda d: d["format"].update({"tagged": ["Use {colour} tags."]}), "unknown placeholder"),
         (lambda d: d.update({"labels": []}), "'labels' must be a non-empty list"),
-        (lambda d: d.update({"tags": [["<a>"]]}), r"'tags\[0\]' must be a \[begin, end\] pair"),
         (lambda d: d["maskout"]["MASK_LONGEST"].update({"many": ["Skip the long ones."]}), r"must contain \['\{m\}'\]"),
-        (lambda d: d.update({"layouts": ["{meta!r}\n{instructions}"]}), "without a format spec or conversion"),
+        (lambda d: d.update({"layouts": ["{meta}\n{instructions}"]}), r"unknown section\(s\) \['layouts'\]"),
+        (lambda d: d.update({"tags": [["<a>", "</a>"]]}), r"unknown section\(s\) \['tags'\]"),
+        (lambda d: d["labels"].append(""), r"'labels': \"\" is not a label; .* structure\.unnumbered"),
+        (lambda d: d["labels"].append("Task: "), r"'labels': 'Task: ' must contain \['\{n\}'\]"),
+        (lambda d: d["tag_styles"].append(["<a>"]), r"'tag_styles\[27\]' must be a pair of strings"),
+        (
+            lambda d: d["tag_styles"].append(["<a>", "</{word}>"]),
+            r"'tag_styles\[27\]': '<a>' must contain \['\{word\}'\]",
+        ),
+        (
+            lambda d: d["tag_styles"].append(["<{word}>", "</a>"]),
+            r"'tag_styles\[27\]': the end tag '</a>' must contain",
+        ),
+        (
+            lambda d: d["tag_styles"].append(["<{word}>", "<{word}>"]),
+            r"'tag_styles\[27\]': begin and end tags must differ",
+        ),
+        (lambda d: d["tag_styles"].append(["<{word}\n>", "</{word}>"]), r"'tag_styles\[27\]': .* one line each"),
+        (
+            lambda d: d["tag_styles"].append(["<{word} {m}>", "</{word}>"]),
+            r"'tag_styles\[27\]': .* unknown placeholder",
+        ),
+        (lambda d: d["tag_words"].append(["answer"]), r"'tag_words\[17\]' must be a pair of strings"),
+        (
+            lambda d: d["tag_words"].append(["{answer}", "end"]),
+            r"'tag_words\[17\]': \['\{answer\}', 'end'\] must be two",
+        ),
+        (lambda d: d["tag_words"].append([" ", "end"]), r"'tag_words\[17\]': .* non-empty words"),
+        (lambda d: d.update({"meta_separators": [" "]}), r"'meta_separators': ' ' must hold a line break"),
+        (lambda d: d.update({"meta_separators": []}), r"'meta_separators' must be a non-empty list"),
+        (lambda d: d["structure"].update({"bare_format": 1.5}), r"'structure\.bare_format' must be a probability"),
+        (lambda d: d["structure"].update({"tagged": "half"}), r"'structure\.tagged' must be a probability"),
+        (lambda d: d["structure"].update({"meta_before": True}), r"'structure\.meta_before' must be a probability"),
+        (lambda d: d["structure"].update({"numbered": 0.5}), r"structure: unknown knob\(s\) \['numbered'\]"),
+        (lambda d: d.update({"structure": [0.1]}), r"'structure' must be a mapping"),
     ],
 )
 def test_malformed_rules_are_reported_with_the_entry(tmp_path, change, message):
@@ -56,6 +89,17 @@ def test_malformed_rules_are_reported_with_the_entry(tmp_path, change, message):
     change(data)
     with pytest.raises(RulesError, match=message):
         load_rules(write(tmp_path, data))
+
+
+def test_structure_knobs_left_out_take_the_original_rates(tmp_path):
+    data = default_data()
+    del data["structure"]["unnumbered"]
+    assert load_rules(write(tmp_path, data)).structure == Structure(bare_format=0.3, meta_before=0.5, tagged=0.5)
+    data["structure"] = {"bare_format": 0, "unnumbered": 1}
+    structure = load_rules(write(tmp_path, data)).structure
+    assert (structure.bare_format, structure.unnumbered, structure.meta_before) == (0.0, 1.0, 0.5)
+    del data["structure"]
+    assert load_rules(write(tmp_path, data)).structure == Structure()
 
 
 def test_invalid_yaml_names_the_file(tmp_path):

@@ -1,26 +1,57 @@
-"""Taking a composed sample apart again: its meta-instruction and its response blocks.
+"""Taking a composed sample apart again: its meta-instructions and its response blocks.
 
-`compose` (strategies.py) writes the meta-instruction as one line before or after the
-listed instructions, and joins the responses (label, optional tags, text) with the
-rules' response separator. Given the records' own texts, both can be found again.
+`compose` (strategies.py) writes each meta-instruction (format, rule) as one line before
+or after the listed instructions, and joins the responses (label, optional tags, text)
+with the rules' response separator. Given the records' own texts, both can be found again.
 """
 
 from __future__ import annotations
 
+import functools
+import re
+import string
 from collections.abc import Sequence
 
 from transforms.core.rules import Rules
 
+# What `meta_instruction` gives for a format sample drawn bare (structure.bare_format).
+BARE = "(none: a bare format sample lists its instructions without a meta-instruction)"
+
+
+def meta_instructions(instruction: str, rules: Rules) -> list[str]:
+    """The lines at either end of the instruction, before and after the listed instructions,
+    that read as one of the rules' phrasings, in order."""
+    reads_as_phrasing = _phrasing_pattern(tuple(rules.all_phrasings())).fullmatch
+    lines = instruction.split("\n")
+    top = 0
+    while top < len(lines) and (not lines[top] or reads_as_phrasing(lines[top])):
+        top += 1
+    bottom = len(lines)
+    while bottom > top and (not lines[bottom - 1] or reads_as_phrasing(lines[bottom - 1])):
+        bottom -= 1
+    return [line for line in lines[:top] + lines[bottom:] if line]
+
 
 def meta_instruction(instruction: str, strategy: str, rules: Rules) -> str | None:
-    """The meta-instruction line ("" for a primary sample); None when no line looks like one."""
+    """The meta-instruction lines joined by a space ("" for a primary sample, BARE for a format
+    sample without one); None when a permute or maskout sample has no line that reads like one."""
     if strategy == "primary":
         return ""
-    openings = tuple(
-        {phrasing.split("{", 1)[0] for phrasings in rules.format.values() for phrasing in phrasings} - {""}
+    found = meta_instructions(instruction, rules)
+    if found:
+        return " ".join(found)
+    return BARE if strategy == "format" else None
+
+
+@functools.lru_cache(maxsize=8)
+def _phrasing_pattern(phrasings: tuple[str, ...]) -> re.Pattern[str]:
+    """Any one of the phrasings, each placeholder standing for some text."""
+    return re.compile(
+        "|".join(
+            "".join(re.escape(literal) + ("" if field is None else ".+?") for literal, field, _, _ in parsed)
+            for parsed in (string.Formatter().parse(phrasing) for phrasing in phrasings)
+        )
     )
-    lines = instruction.split("\n")
-    return next((line for line in (lines[0], lines[-1], *lines) if line.startswith(openings)), None)
 
 
 def response_blocks(output: str, texts: Sequence[str], separator: str) -> list[str] | None:

@@ -126,27 +126,30 @@ class Overheads:
     @classmethod
     def measure(cls, lengths: SampleLengths, rules: Rules) -> Overheads:
         big = 99
+        shown_tags = max(rules.all_tags("N"), key=lambda pair: len(pair[0]) + len(pair[1]))
+        labels = [label.format(n=big) for label in rules.labels]
         fills = {
-            "label": '"Question 99 -"',
-            "begin": '"=== reply 99 ==="',
-            "end": '"=== end of reply 99 ==="',
+            "label": f'"{max(labels, key=len).strip()}"',
+            "begin": f'"{shown_tags[0]}"',
+            "end": f'"{shown_tags[1]}"',
             "sequence": "",
             "numbers": "",
             "m": big,
         }
         phrasings = [p.format(**fills) for p in rules.all_phrasings()]
-        labels = [label.format(n=big) for label in rules.labels]
-        tags = [f"{begin.format(n=big)}\n\n{end.format(n=big)}" for begin, end in rules.tags]
+        tags = [f"{begin}\n\n{end}" for begin, end in rules.all_tags(big)]
         separators = [*list(rules.instruction_separators), rules.response_separator]
-        counted = lengths.counter.count(phrasings + labels + tags + separators + [", 99"])
+        meta_separators = list(rules.meta_separators)
+        counted = lengths.counter.count(phrasings + labels + tags + separators + meta_separators + [", 99"])
         phrasing_cost, rest = counted[: len(phrasings)], counted[len(phrasings) :]
         label_cost, rest = rest[: len(labels)], rest[len(labels) :]
         tag_cost, rest = rest[: len(tags)], rest[len(tags) :]
-        separator_cost, number_cost = rest[:-1], rest[-1]
-        layout_cost = 4  # the blank lines around the meta-instruction
+        separator_cost, rest = rest[: len(separators)], rest[len(separators) :]
+        meta_separator_cost, number_cost = rest[:-1], rest[-1]
         return cls(
             template=lengths.count([("", "")])[0],
-            fixed=2 * max(phrasing_cost) + layout_cost,  # a format phrasing plus a rule phrasing
+            # a format and a rule phrasing, each with its separator and a token where they join
+            fixed=2 * (max(phrasing_cost) + max(meta_separator_cost) + 1),
             per_record=2 * max(label_cost) + max(tag_cost) + 2 * max(separator_cost) + 2 * number_cost,
         )
 

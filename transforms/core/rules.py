@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping, Set
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Set
+from dataclasses import dataclass, fields
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -21,6 +21,11 @@ _FORMAT_FIELDS = {
     "tagged": {"begin", "end"},
     "plain": set(),
 }
+
+# Placeholders of a tag style: the tag word pair's two words and the instruction number.
+_TAG_FIELDS = {"word", "end_word", "n"}
+# How the tag words of a sample are written; one is drawn per sample.
+TAG_CASES: tuple[Callable[[str], str], ...] = (str.lower, str.upper, str.capitalize)
 
 RuleT = TypeVar("RuleT", bound=Rule)
 
@@ -50,17 +55,55 @@ class MaskPhrasings:
 
 
 @dataclass(frozen=True)
+class Structure:
+    """How a sample is laid out, as probabilities; the defaults are the original's rates."""
+
+    bare_format: float = 0.3  # of format samples: neither tags nor a meta-instruction (~10% of all with `both`)
+    meta_before: float = 0.5  # each meta-instruction (format, rule), drawn apart: before the list, else after
+    unnumbered: float = 0.09  # instructions without labels (rules naming numbers are then not drawn)
+    tagged: float = 0.5  # of samples that are not bare: begin/end tags around each response
+
+
+STRUCTURE_KNOBS = tuple(knob.name for knob in fields(Structure))
+_SECTIONS = {
+    "structure",
+    "labels",
+    "tag_styles",
+    "tag_words",
+    "instruction_separators",
+    "meta_separators",
+    "response_separator",
+    "number_lists",
+    "sequences",
+    "format",
+    "permute",
+    "maskout",
+}
+
+
+@dataclass(frozen=True)
 class Rules:
     labels: tuple[str, ...]
-    tags: tuple[tuple[str, str], ...]
+    tag_styles: tuple[tuple[str, str], ...]  # (begin, end), with {word}, {end_word} and optionally {n}
+    tag_words: tuple[tuple[str, str], ...]  # (word, end word)
     instruction_separators: tuple[str, ...]
+    meta_separators: tuple[str, ...]
     response_separator: str
     number_lists: tuple[ListStyle, ...]
     sequences: tuple[ListStyle, ...]
-    layouts: tuple[str, ...]
     format: Mapping[str, tuple[str, ...]]
     permute: Mapping[str, tuple[str, ...]]
     maskout: Mapping[str, MaskPhrasings]
+    structure: Structure = Structure()
+
+    def all_tags(self, n: object) -> list[tuple[str, str]]:
+        """Every (begin, end) tag pair a sample may draw, numbered n."""
+        return [
+            filled_tags(style, case(word), case(end_word), n)
+            for style in self.tag_styles
+            for word, end_word in self.tag_words
+            for case in TAG_CASES
+        ]
 
     def all_phrasings(self) -> list[str]:
         """Every meta-instruction phrasing, for estimating their token cost."""
@@ -68,6 +111,11 @@ class Rules:
         phrasings += [p for rule in self.permute.values() for p in rule]
         phrasings += [p for rule in self.maskout.values() for p in rule.one + rule.many]
         return phrasings
+
+
+def filled_tags(style: tuple[str, str], word: str, end_word: str, n: object) -> tuple[str, str]:
+    """The (begin, end) tags of a tag style, given the tag words (cased) and the number."""
+    return (style[0].format(word=word, end_word=end_word, n=n), style[1].format(word=word, end_word=end_word, n=n))
 
 
 def load_rules(path: str | None = None) -> Rules:
@@ -93,11 +141,12 @@ def parse_rules(text: str, where: str) -> Rules:
 def _parse(data: Any) -> Rules:
     if not isinstance(data, dict):
         raise RulesError("expected a mapping at the top level")
-    labels = _strings(data, "labels", fields={"n"})
-    tags = tuple(_pair(entry, f"tags[{i}]") for i, entry in enumerate(_list(data, "tags")))
-    for begin, end in tags:
-        _check_fields(begin, {"n"}, set(), "tags")
-        _check_fields(end, {"n"}, set(), "tags")
+    unknown = sorted(set(data) - _SECTIONS)
+    if unknown:
+        raise RulesError(f"unknown section(s) {unknown}; a rules file has {sorted(_SECTIONS)}")
+    if "" in data.get("labels", ()):
+        raise RulesError("'labels': \"\" is not a label; the share of unnumbered samples is structure.unnumbered")
+    labels = _strings(data, "labels", fields={"n"}, required={"n"})
     format_phrasings = {}
     formats = _mapping(data, "format")
     for kind in FORMAT_KINDS:
@@ -127,15 +176,17 @@ def _parse(data: Any) -> Rules:
         maskout[rule.name] = MaskPhrasings(forms["one"] or forms["many"], forms["many"])
     return Rules(
         labels=labels,
-        tags=tags,
+        tag_styles=_tag_styles(data),
+        tag_words=_tag_words(data),
         instruction_separators=_strings(data, "instruction_separators"),
+        meta_separators=_meta_separators(data),
         response_separator=_string(data, "response_separator"),
         number_lists=_list_styles(data, "number_lists"),
         sequences=_list_styles(data, "sequences"),
-        layouts=_layouts(data),
         format=format_phrasings,
         permute=permute,
         maskout=maskout,
+        structure=_structure(data),
     )
 
 
@@ -190,7 +241,7 @@ def _strings(
     return tuple(values)
 
 
-def _check_fields(text: str, allowed: Set[str], required: Set[str], where: str) -> None:
+def _check_fields(text: str, allowed: Set[str], required: Set[str], where: str) -> set[str]:
     try:
         used = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
     except ValueError as err:
@@ -199,23 +250,57 @@ def _check_fields(text: str, allowed: Set[str], required: Set[str], where: str) 
         raise RulesError(f"'{where}': {text!r} uses unknown placeholder(s) {sorted(used - allowed)}")
     if required - used:
         raise RulesError(f"'{where}': {text!r} must contain {sorted('{' + f + '}' for f in required - used)}")
+    return used
 
 
-def _layouts(data: dict) -> tuple[str, ...]:
-    layouts = _strings(data, "layouts", fields={"meta", "instructions"}, required={"meta", "instructions"})
-    for layout in layouts:
-        if any(
-            spec or conversion for _, name, spec, conversion in string.Formatter().parse(layout) if name is not None
-        ):
+def _structure(data: dict) -> Structure:
+    if "structure" not in data:
+        return Structure()
+    table = _mapping(data, "structure")
+    unknown = sorted(set(table) - set(STRUCTURE_KNOBS))
+    if unknown:
+        raise RulesError(f"structure: unknown knob(s) {unknown}; the knobs are {list(STRUCTURE_KNOBS)}")
+    for knob, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise RulesError(f"'structure.{knob}' must be a probability from 0 to 1, found {value!r}")
+    return Structure(**{knob: float(value) for knob, value in table.items()})
+
+
+def _tag_styles(data: dict) -> tuple[tuple[str, str], ...]:
+    styles = []
+    for i, entry in enumerate(_list(data, "tag_styles")):
+        where = f"tag_styles[{i}]"
+        begin, end = _pair(entry, where)
+        _check_fields(begin, _TAG_FIELDS, {"word"}, where)
+        if not _check_fields(end, _TAG_FIELDS, set(), where) & {"word", "end_word"}:
+            raise RulesError(f"'{where}': the end tag {end!r} must contain {{word}} or {{end_word}}")
+        if begin == end or "\n" in begin + end:
+            raise RulesError(f"'{where}': begin and end tags must differ and stay on one line each")
+        styles.append((begin, end))
+    return tuple(styles)
+
+
+def _tag_words(data: dict) -> tuple[tuple[str, str], ...]:
+    pairs = tuple(_pair(entry, f"tag_words[{i}]") for i, entry in enumerate(_list(data, "tag_words")))
+    for i, pair in enumerate(pairs):
+        if not all(word.strip() and not set(word) & set("{}\n") for word in pair):
+            raise RulesError(f"'tag_words[{i}]': {list(pair)} must be two non-empty words, one line, without braces")
+    return pairs
+
+
+def _meta_separators(data: dict) -> tuple[str, ...]:
+    separators = _strings(data, "meta_separators")
+    for separator in separators:
+        if "\n" not in separator:
             raise RulesError(
-                f"'layouts': {layout!r}: write {{meta}} and {{instructions}} bare, without a format spec or conversion"
+                f"'meta_separators': {separator!r} must hold a line break: a meta-instruction has its own line"
             )
-    return layouts
+    return separators
 
 
 def _pair(entry: Any, where: str) -> tuple[str, str]:
     if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(item, str) for item in entry)):
-        raise RulesError(f"'{where}' must be a [begin, end] pair of strings")
+        raise RulesError(f"'{where}' must be a pair of strings")
     return entry[0], entry[1]
 
 

@@ -8,13 +8,12 @@ how that is phrased.
 from __future__ import annotations
 
 import functools
-import string
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from transforms.core.randomness import HashStream
 from transforms.core.rulebook import MASK_RULES, PERMUTE_RULES, RULES, mask_count
-from transforms.core.rules import Rules
+from transforms.core.rules import TAG_CASES, Rules, filled_tags
 
 STRATEGIES = ("primary", "format", "order", "mask", "both")
 # What a sample ends up as, whatever the --strategy that drew it.
@@ -54,17 +53,10 @@ class Composition(NamedTuple):
     output_slots: list[int]
 
 
-@functools.cache
-def layout_parts(layout: str) -> tuple[tuple[str, str | None], ...]:
-    """(literal text, placeholder or None) pairs of a layout, in order; the rules file
-    allows no format spec or conversion on them, so joining them is layout.format()."""
-    return tuple((literal, field) for literal, field, _, _ in string.Formatter().parse(layout))
-
-
 @functools.lru_cache(maxsize=4096)
-def numbered(template: str, count: int) -> tuple[str, ...]:
+def numbered(template: str, count: int, word: str = "", end_word: str = "") -> tuple[str, ...]:
     """A label or tag numbered 1..count: the few distinct ones are formatted once."""
-    return tuple(template.format(n=n) for n in range(1, count + 1))
+    return tuple(template.format(n=n, word=word, end_word=end_word) for n in range(1, count + 1))
 
 
 def draw_kind(strategy: str, stream: HashStream) -> str:
@@ -81,7 +73,8 @@ def compose(
         return primary(prompts, outputs)
     if n == 1:
         kind = "format"
-    return _Formatter(prompts, outputs, rules, stream).compose(kind)
+    bare = kind == "format" and stream.random() < rules.structure.bare_format
+    return _Formatter(prompts, outputs, rules, stream, bare).compose(kind)
 
 
 def primary(prompts: Sequence[str], outputs: Sequence[str]) -> Composition:
@@ -110,18 +103,30 @@ def _joined_with(separator: str, texts: Sequence[str]) -> tuple[list[str], list[
 
 
 class _Formatter:
-    """The format choices of one sample, drawn once, then applied."""
+    """The format choices of one sample, drawn once, then applied. A bare sample (format
+    only) has neither tags nor a meta-instruction."""
 
-    def __init__(self, prompts: Sequence[str], outputs: Sequence[str], rules: Rules, stream: HashStream):
-        self.prompts, self.outputs, self.rules, self.stream = prompts, outputs, rules, stream
-        label = stream.choice(rules.labels)
+    def __init__(self, prompts: Sequence[str], outputs: Sequence[str], rules: Rules, stream: HashStream, bare: bool):
+        self.prompts, self.outputs, self.rules, self.stream, self.bare = prompts, outputs, rules, stream, bare
+        structure = rules.structure
+        label = "" if stream.random() < structure.unnumbered else stream.choice(rules.labels)
         if label and stream.coin():
             label = label.rstrip() + "\n"
         self.label = label
         self.labels = numbered(label, len(prompts))
-        self.tags = stream.choice(rules.tags) if stream.coin() else None
+        self.tags: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self.shown_tags: tuple[str, str] | None = None  # as the format phrasing names them, {n} shown as N
+        if not bare and stream.random() < structure.tagged:
+            case = stream.choice(TAG_CASES)
+            word, end_word = (case(word) for word in stream.choice(rules.tag_words))
+            style = stream.choice(rules.tag_styles)
+            self.tags = (
+                numbered(style[0], len(prompts), word, end_word),
+                numbered(style[1], len(prompts), word, end_word),
+            )
+            self.shown_tags = filled_tags(style, word, end_word, "N")
         self.separator = stream.choice(rules.instruction_separators)
-        self.layout = stream.choice(rules.layouts)
+        self.meta_separator = stream.choice(rules.meta_separators)
         self.number_list = stream.choice(rules.number_lists)
         self.sequence = stream.choice(rules.sequences)
 
@@ -145,18 +150,18 @@ class _Formatter:
                 order = sorted(set(order) - set(masked))
         if rule is None:
             kind = "format"
-        meta = self._format_phrasing()
-        if rule_text:
-            meta = f"{meta} {rule_text}"
+        metas = ([] if self.bare else [self._format_phrasing()]) + ([rule_text] if rule_text else [])
         # Long texts are copied once, by one join per field.
         instruction: list[str] = []
+        after: list[str] = []
+        for meta in metas:  # each stands before or after the list, drawn apart
+            if self.stream.random() < self.rules.structure.meta_before:
+                instruction += (meta, self.meta_separator)
+            else:
+                after += (self.meta_separator, meta)
         prompt_slots: list[int] = []
-        for literal, field in layout_parts(self.layout):
-            instruction.append(literal)
-            if field == "meta":
-                instruction.append(meta)
-            elif field == "instructions":
-                self._instructions(instruction, prompt_slots)
+        self._instructions(instruction, prompt_slots)
+        instruction += after
         responses, output_slots = self._responses(order)
         return Composition(
             "".join(instruction),
@@ -182,13 +187,12 @@ class _Formatter:
     def _responses(self, order: Sequence[int]) -> tuple[list[str], list[int]]:
         pieces: list[str] = []
         slots: list[int] = []
-        if self.tags:
-            begins, ends = (numbered(tag, len(self.prompts)) for tag in self.tags)
         for position in order:
             if pieces:
                 pieces.append(self.rules.response_separator)
             pieces.append(self.labels[position])
             if self.tags:
+                begins, ends = self.tags
                 pieces += (begins[position], "\n")
                 slots.append(len(pieces))
                 pieces += (self.outputs[position], "\n", ends[position])
@@ -203,12 +207,12 @@ class _Formatter:
 
     def _format_phrasing(self) -> str:
         kind = _FORMAT_KIND[bool(self.label), bool(self.tags)]
-        return _filled_phrasing(self.stream.choice(self.rules.format[kind]), self.labels[0], self.tags)
+        return _filled_phrasing(self.stream.choice(self.rules.format[kind]), self.labels[0], self.shown_tags)
 
 
 @functools.lru_cache(maxsize=4096)
 def _filled_phrasing(phrasing: str, first_label: str, tags: tuple[str, str] | None) -> str:
     fields = {"label": f'"{first_label.strip()}"'}
     if tags:
-        fields["begin"], fields["end"] = (f'"{tag.format(n="N")}"' for tag in tags)
+        fields["begin"], fields["end"] = (f'"{tag}"' for tag in tags)
     return phrasing.format(**fields)
