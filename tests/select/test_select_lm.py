@@ -1,4 +1,4 @@
-"""Response losses under a causal LM: the masked NLL on hand-made logits, and batching."""
+"""Response losses under a causal LM: the response NLL on hand-made logits, and batching."""
 from __future__ import annotations
 
 import math
@@ -8,24 +8,25 @@ import pytest
 torch = pytest.importorskip("torch", reason="mosaic-it select needs torch (the [select] extra)")
 
 from transforms.core.ifd import ifd_score  # noqa: E402
-from transforms.core.lm import ResponseLosses, masked_mean_nll  # noqa: E402
+from transforms.core.lm import ResponseLosses, mean_response_nll  # noqa: E402
 
 
-def test_masked_mean_nll_on_hand_made_logits():
-    # Vocabulary of 3. Row 0 predicts token 2 with probabilities (1/6, 2/6, 3/6), then token 0 uniformly.
-    logits = torch.tensor([[[0.0, math.log(2), math.log(3)], [0.0, 0.0, 0.0], [9.0, 9.0, 9.0]]])
-    targets = torch.tensor([[2, 0, 1]])
-    mask = torch.tensor([[True, True, False]])  # the last position is not a response token
-    [loss] = masked_mean_nll(logits, targets, mask).tolist()
-    assert loss == pytest.approx((-math.log(3 / 6) - math.log(1 / 3)) / 2, rel=1e-6)
+def test_mean_response_nll_on_hand_made_logits():
+    # Vocabulary of 3. Row 0 predicts token 2 with probabilities (1/6, 2/6, 3/6), then token 0 uniformly;
+    # row 1 has one scored prediction, token 1 with probability 1/2.
+    logits = torch.tensor([[0.0, math.log(2), math.log(3)], [0.0, 0.0, 0.0], [0.0, 0.0, -math.inf]])
+    targets = torch.tensor([2, 0, 1])
+    tail = torch.tensor([[True, True], [False, True]])
+    first, second = mean_response_nll(logits, targets, tail).tolist()
+    assert first == pytest.approx((-math.log(3 / 6) - math.log(1 / 3)) / 2, rel=1e-6)
+    assert second == pytest.approx(math.log(2), rel=1e-6)
 
 
 def test_ifd_from_hand_made_logits():
     # The response token 1 is likely given the instruction (p = 0.8), less so alone (p = 0.5).
-    conditional = torch.log(torch.tensor([[[0.2, 0.8]]]))
-    prior = torch.log(torch.tensor([[[0.5, 0.5]]]))
-    target, mask = torch.tensor([[1]]), torch.tensor([[True]])
-    [c], [p] = masked_mean_nll(conditional, target, mask).tolist(), masked_mean_nll(prior, target, mask).tolist()
+    conditional, prior = torch.log(torch.tensor([[0.2, 0.8]])), torch.log(torch.tensor([[0.5, 0.5]]))
+    target, tail = torch.tensor([1]), torch.tensor([[True]])
+    [c], [p] = mean_response_nll(conditional, target, tail).tolist(), mean_response_nll(prior, target, tail).tolist()
     assert ifd_score(c, p) == pytest.approx(0.5 / 0.8, rel=1e-6)  # ratio of perplexities: (1/0.8) / (1/0.5)
 
 
@@ -57,7 +58,7 @@ def test_mean_nll_left_pads_and_scores_only_the_last_n_tokens():
     miss = -math.log(1 / (math.exp(2) + 4))
     losses = scorer.mean_nll([([1, 2, 3, 4], 2), ([0, 1, 3], 1), ([2, 3], 1)])
     assert losses == pytest.approx([hit, miss, hit], rel=1e-6)  # 2->3, 3->4 | 1->3 | 2->3
-    call = model.calls[0]
+    call = model.calls[-1]  # after the probe of a position mask, which this model does not take
     assert call["input_ids"].tolist() == [[1, 2, 3, 4], [0, 0, 1, 3], [0, 0, 2, 3]]
     assert call["position_ids"].tolist() == [[0, 1, 2, 3], [0, 0, 1, 2], [0, 0, 0, 1]]
     assert call["logits_to_keep"] == 3
@@ -74,3 +75,12 @@ def test_a_batch_scores_like_each_sequence_alone(tiny_model):
     logits = scorer.model(input_ids=torch.tensor([ids])).logits[0, :-1]
     expected = torch.nn.functional.cross_entropy(logits[-n:], torch.tensor(ids[1:])[-n:]).item()
     assert alone[2] == pytest.approx(expected, rel=1e-5)
+
+
+def test_logits_of_the_response_positions_alone_give_the_losses_of_the_last_positions(tiny_model):
+    masked = ResponseLosses.load(str(tiny_model), None, "cpu", "float32")
+    assert masked.flat_logits  # transformers' Llama takes a boolean position mask
+    last = ResponseLosses(masked.model, "cpu")
+    last.flat_logits = False
+    sequences = [([5, 9, 12, 40, 41, 42, 7], 3), ([6, 30, 31], 1), ([8, 8, 9, 10, 11, 12, 13, 14, 15, 16], 6)]
+    assert masked.mean_nll(sequences) == pytest.approx(last.mean_nll(sequences), rel=1e-6)
