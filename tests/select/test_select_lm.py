@@ -6,27 +6,25 @@ import math
 import pytest
 
 torch = pytest.importorskip("torch", reason="mosaic-it select needs torch (the [select] extra)")
+F = torch.nn.functional
 
+from transforms.core import lm  # noqa: E402
 from transforms.core.ifd import ifd_score  # noqa: E402
 from transforms.core.lm import ResponseLosses, mean_response_nll  # noqa: E402
 
 
-def test_mean_response_nll_on_hand_made_logits():
-    # Vocabulary of 3. Row 0 predicts token 2 with probabilities (1/6, 2/6, 3/6), then token 0 uniformly;
-    # row 1 has one scored prediction, token 1 with probability 1/2.
-    logits = torch.tensor([[0.0, math.log(2), math.log(3)], [0.0, 0.0, 0.0], [0.0, 0.0, -math.inf]])
-    targets = torch.tensor([2, 0, 1])
+def test_mean_response_nll_averages_each_rows_scored_predictions():
+    # Row 0 scores its last two predictions, row 1 its last one; the NLLs come row by row.
+    nll = torch.tensor([0.5, 1.5, 4.0])
     tail = torch.tensor([[True, True], [False, True]])
-    first, second = mean_response_nll(logits, targets, tail).tolist()
-    assert first == pytest.approx((-math.log(3 / 6) - math.log(1 / 3)) / 2, rel=1e-6)
-    assert second == pytest.approx(math.log(2), rel=1e-6)
+    assert mean_response_nll(nll, tail).tolist() == [1.0, 4.0]
 
 
 def test_ifd_from_hand_made_logits():
     # The response token 1 is likely given the instruction (p = 0.8), less so alone (p = 0.5).
     conditional, prior = torch.log(torch.tensor([[0.2, 0.8]])), torch.log(torch.tensor([[0.5, 0.5]]))
     target, tail = torch.tensor([1]), torch.tensor([[True]])
-    [c], [p] = mean_response_nll(conditional, target, tail).tolist(), mean_response_nll(prior, target, tail).tolist()
+    c, p = (mean_response_nll(F.cross_entropy(x, target, reduction="none"), tail).item() for x in (conditional, prior))
     assert ifd_score(c, p) == pytest.approx(0.5 / 0.8, rel=1e-6)  # ratio of perplexities: (1/0.8) / (1/0.5)
 
 
@@ -58,7 +56,8 @@ def test_mean_nll_left_pads_and_scores_only_the_last_n_tokens():
     miss = -math.log(1 / (math.exp(2) + 4))
     losses = scorer.mean_nll([([1, 2, 3, 4], 2), ([0, 1, 3], 1), ([2, 3], 1)])
     assert losses == pytest.approx([hit, miss, hit], rel=1e-6)  # 2->3, 3->4 | 1->3 | 2->3
-    call = model.calls[-1]  # after the probe of a position mask, which this model does not take
+    assert not scorer.projects  # it has no decoder and output embedding to run apart
+    call = model.calls[0]
     assert call["input_ids"].tolist() == [[1, 2, 3, 4], [0, 0, 1, 3], [0, 0, 2, 3]]
     assert call["position_ids"].tolist() == [[0, 1, 2, 3], [0, 0, 1, 2], [0, 0, 0, 1]]
     assert call["logits_to_keep"] == 3
@@ -77,10 +76,20 @@ def test_a_batch_scores_like_each_sequence_alone(tiny_model):
     assert alone[2] == pytest.approx(expected, rel=1e-5)
 
 
-def test_logits_of_the_response_positions_alone_give_the_losses_of_the_last_positions(tiny_model):
-    masked = ResponseLosses.load(str(tiny_model), None, "cpu", "float32")
-    assert masked.flat_logits  # transformers' Llama takes a boolean position mask
-    last = ResponseLosses(masked.model, "cpu")
-    last.flat_logits = False
+def test_projecting_the_response_positions_in_blocks_gives_the_models_own_losses(tiny_model, monkeypatch):
+    projected = ResponseLosses.load(str(tiny_model), None, "cpu", "float32")
+    assert projected.projects  # a Llama's logits are its lm_head on its decoder's states, nothing more
+    own = ResponseLosses(projected.model, "cpu")
+    own.projects = False
     sequences = [([5, 9, 12, 40, 41, 42, 7], 3), ([6, 30, 31], 1), ([8, 8, 9, 10, 11, 12, 13, 14, 15, 16], 6)]
-    assert masked.mean_nll(sequences) == pytest.approx(last.mean_nll(sequences), rel=1e-6)
+    expected = own.mean_nll(sequences)
+    assert projected.mean_nll(sequences) == pytest.approx(expected, rel=1e-6)
+    monkeypatch.setattr(lm, "LOGITS_BLOCK_BYTES", 4 * len(projected.model.get_output_embeddings().weight) * 4)
+    assert projected.mean_nll(sequences) == pytest.approx(expected, rel=1e-6)  # blocks of 4 positions
+
+
+def test_a_model_that_rescales_its_logits_is_scored_from_its_own_logits(tiny_model):
+    model = ResponseLosses.load(str(tiny_model), None, "cpu", "float32").model
+    forward = model.forward
+    model.forward = lambda **kwargs: type("Output", (), {"logits": forward(**kwargs).logits * 0.5})()
+    assert not ResponseLosses(model, "cpu").projects

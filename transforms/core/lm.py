@@ -25,16 +25,20 @@ def resolve_dtype(option: str, device: str) -> str:
     return "bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else "float32"
 
 
-def mean_response_nll(logits: torch.Tensor, targets: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
-    """Per row b, the mean of -log softmax(logits[i])[targets[i]] over the predictions of row b.
+def mean_response_nll(nll: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+    """Per row b, the mean of the NLLs of row b's scored predictions.
 
-    `tail` (rows, n) marks each row's scored predictions; `logits` (tail.sum(), vocabulary) and
-    `targets` hold them row by row, in order. Computed in float32.
+    `tail` (rows, n) marks each row's scored predictions; `nll` (tail.sum(),) holds their
+    NLLs row by row, in order.
     """
-    nll = F.cross_entropy(logits.float(), targets, reduction="none")
     per_row = torch.zeros(tail.shape, dtype=nll.dtype, device=nll.device)
     per_row[tail] = nll
     return per_row.sum(-1) / tail.sum(-1)
+
+
+# Logits of one vocabulary projection block, at most: on CPU, glibc maps larger blocks anew
+# (over its 32 MiB ceiling), and the kernel's page zeroing then costs as much as the softmax.
+LOGITS_BLOCK_BYTES = 8 << 20
 
 
 class ResponseLosses:
@@ -44,7 +48,7 @@ class ResponseLosses:
         self.model = model
         self.device = device
         self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
-        self.flat_logits = self.keeps_logits and self._computes_masked_logits()
+        self.projects = self._logits_are_the_projection()
 
     @classmethod
     def load(cls, name: str, revision: str | None, device: str, dtype: str) -> "ResponseLosses":
@@ -54,17 +58,24 @@ class ResponseLosses:
         return cls(model.to(device).eval(), device)
 
     @torch.inference_mode()
-    def _computes_masked_logits(self) -> bool:
-        """Whether the model takes a boolean (batch, position) `logits_to_keep` and returns only
-        those positions' logits, flattened (recent transformers). Older models get the last
-        positions of every row instead, and the scorer drops the padding's logits itself."""
-        ids = torch.ones((1, 2), dtype=torch.long, device=self.device)
-        keep = torch.tensor([[True, False]], device=self.device)
-        try:
-            logits = self.model(input_ids=ids, attention_mask=ids, position_ids=ids - 1, logits_to_keep=keep).logits
-        except (TypeError, IndexError, RuntimeError, ValueError):
+    def _logits_are_the_projection(self) -> bool:
+        """Whether the model's logits are its output embedding applied to its decoder's last hidden
+        states, and nothing more (no soft-capping or scaling): then the scorer runs the two itself
+        and projects only the response positions, in blocks. Checked on a probe sequence."""
+        get_decoder, get_head = (getattr(self.model, name, None) for name in ("get_decoder", "get_output_embeddings"))
+        head = get_head() if get_head else None
+        if get_decoder is None or not isinstance(head, torch.nn.Linear):
             return False
-        return logits.dim() == 2 and logits.shape[0] == 1
+        seen: list[torch.Tensor] = []
+        hook = head.register_forward_hook(lambda module, inputs, output: seen.append(output))
+        ids = torch.arange(1, 5, device=self.device).unsqueeze(0)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "position_ids": ids - 1}
+        try:
+            logits = self.model(**inputs).logits
+        finally:
+            hook.remove()
+        own = head(get_decoder()(**inputs).last_hidden_state)
+        return len(seen) == 1 and logits.data_ptr() == seen[0].data_ptr() and torch.equal(own, logits)
 
     @torch.inference_mode()
     def mean_nll(self, sequences: Sequence[tuple[Sequence[int], int]]) -> list[float]:
@@ -72,8 +83,8 @@ class ResponseLosses:
 
         Sequences are left-padded to a common end, with explicit position ids, so the
         response positions line up at the end of the batch; the vocabulary projection and
-        the softmax run on the response positions only (the largest share of the work for
-        a small model with a large vocabulary).
+        the softmax (the largest share of the work for a small model with a large
+        vocabulary) run on the response positions only.
         """
         width = max(len(ids) for ids, _ in sequences)
         scored = max(n for _, n in sequences)
@@ -85,19 +96,30 @@ class ResponseLosses:
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         counts = torch.tensor([n for _, n in sequences])
         # tail[b, j]: the j-th of the last `scored` tokens of row b is a scored response token.
-        tail = torch.arange(scored).unsqueeze(0) >= (scored - counts).unsqueeze(1)
-        predicts = torch.zeros((len(sequences), width), dtype=torch.bool)  # positions whose logits predict them
-        predicts[:, width - scored - 1:-1] = tail
-        ids, attention, positions = ids.to(self.device), attention.to(self.device), positions.to(self.device)
-        tail, predicts = tail.to(self.device), predicts.to(self.device)
-        logits = self._logits_at(ids, attention, positions, predicts, scored)
-        return mean_response_nll(logits, ids[:, -scored:][tail], tail).cpu().tolist()
+        tail = (torch.arange(scored).unsqueeze(0) >= (scored - counts).unsqueeze(1)).to(self.device)
+        inputs = {"input_ids": ids.to(self.device), "attention_mask": attention.to(self.device)}
+        inputs["position_ids"] = positions.to(self.device)
+        targets = inputs["input_ids"][:, -scored:][tail]
+        if self.projects:
+            nll = self._projected_nll(inputs, tail, targets)
+        else:
+            nll = self._model_nll(inputs, tail, targets)
+        return mean_response_nll(nll, tail).cpu().tolist()
 
-    def _logits_at(self, ids, attention, positions, predicts: torch.Tensor, scored: int) -> torch.Tensor:
-        """The logits of the positions `predicts` marks, row by row: (predicts.sum(), vocabulary)."""
-        inputs = {"input_ids": ids, "attention_mask": attention, "position_ids": positions}
-        if self.flat_logits:
-            return self.model(**inputs, logits_to_keep=predicts).logits
+    def _projected_nll(self, inputs: dict, tail: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """NLLs of the response tokens, row by row: the decoder, then the projection of the
+        response positions in blocks of LOGITS_BLOCK_BYTES."""
+        hidden = self.model.get_decoder()(**inputs).last_hidden_state[:, -(tail.shape[1] + 1):-1][tail]
+        head = self.model.get_output_embeddings()
+        block = max(1, LOGITS_BLOCK_BYTES // (4 * head.out_features))
+        return torch.cat([
+            F.cross_entropy(head(hidden[start:start + block]).float(), targets[start:start + block], reduction="none")
+            for start in range(0, len(hidden), block)
+        ])
+
+    def _model_nll(self, inputs: dict, tail: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """NLLs of the response tokens, row by row, from the model's own logits of the last positions."""
+        scored = tail.shape[1]
         extra = {"logits_to_keep": scored + 1} if self.keeps_logits else {}
-        logits = self.model(**inputs, **extra).logits
-        return logits[:, -(scored + 1):][predicts[:, -(scored + 1):]]
+        logits = self.model(**inputs, **extra).logits[:, -(scored + 1):-1][tail]
+        return F.cross_entropy(logits.float(), targets, reduction="none")
