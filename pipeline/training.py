@@ -11,17 +11,16 @@ epoch on round 0's selection. Rounds are the usual select output folders,
 
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
-from apache_beam.io.filesystems import FileSystems
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from pipeline.iterit import run_select
+from pipeline.outputs import json_lines, matching, read_manifest
 
 LOGGER = logging.getLogger("mosaic_it.training")
 UPDATE_STRATEGIES = ("iterative", "baseline")
@@ -74,13 +73,7 @@ class Round:
 
 def read_selected(directory: str) -> list[dict]:
     """A finished round's selected records, in pick order (its shards hold contiguous picks)."""
-    pattern = FileSystems.join(directory, "selected-*.jsonl")
-    paths = sorted(metadata.path for match in FileSystems.match([pattern]) for metadata in match.metadata_list)
-    records: list[dict] = []
-    for path in paths:
-        with FileSystems.open(path) as handle:
-            records.extend(json.loads(line) for line in handle.read().decode("utf-8").splitlines())
-    return records
+    return list(json_lines(matching(directory, "selected-*.jsonl")))
 
 
 class IterITCallback(TrainerCallback):
@@ -153,15 +146,14 @@ class IterITCallback(TrainerCallback):
             LOGGER.info("IterIT round %d with %s", number, model)
             run_select(argv)
         _wait_for_every_process()
-        manifest = json.loads(FileSystems.open(FileSystems.join(directory, "manifest.json")).read())
+        manifest = read_manifest(directory)
         records = read_selected(directory)
         if self.rounds and len(records) != len(self.dataset):
             LOGGER.warning(
-                "round %d selected %d records, round %d %d: the trainer's epoch length stays as planned",
+                "round %d selected %d records (fewer than k with IFD < 1?); the trainer planned its epochs for %d",
                 number,
                 len(records),
-                number - 1,
-                len(self.dataset),
+                len(self.rounds[0].selected),
             )
         ids = [record["id"] for record in records]
         overlap = len(set(ids) & set(self.rounds[-1].selected)) if self.rounds else None
