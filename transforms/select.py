@@ -217,11 +217,28 @@ class ResponseLossHandler(ModelHandler[Pending, tuple, Any]):
         return "mosaic_it_select"
 
 
+def batch_group(pair: ScoringPair) -> tuple[int, int]:
+    """The group a pair's micro-batch is cut from: its length bucket and a hash of its key."""
+    return pair.length.bit_length(), int(pair.key[:8], 16) % BATCH_GROUPS
+
+
 def _cut_micro_batches(element, budget: int):
     _, group = element
     items = sorted(group, key=lambda pending: (pending.pair.length, pending.pair.key))
     for indices in micro_batches([pending.pair.length for pending in items], budget):
         yield [items[i] for i in indices]
+
+
+def micro_batch_plan(pairs: Sequence[ScoringPair], budget: int) -> list[list[ScoringPair]]:
+    """The micro-batches ScoreCandidates feeds the model for these pairs (all of them pending)."""
+    groups: dict[tuple[int, int], list[Pending]] = {}
+    for pair in pairs:
+        groups.setdefault(batch_group(pair), []).append(Pending(pair, ()))
+    return [
+        [pending.pair for pending in batch]
+        for key in sorted(groups)
+        for batch in _cut_micro_batches((key, groups[key]), budget)
+    ]
 
 
 class _Finish(beam.DoFn):
@@ -268,8 +285,7 @@ class ScoreCandidates(beam.PTransform):
         )
         finished = (
             looked_up[PENDING]
-            | "KeyByLengthBucket"
-            >> beam.Map(lambda p: ((p.pair.length.bit_length(), int(p.pair.key[:8], 16) % BATCH_GROUPS), p))
+            | "KeyByLengthBucket" >> beam.Map(lambda p: (batch_group(p.pair), p))
             | "GroupByLength" >> beam.GroupByKey()
             | "CutMicroBatches" >> beam.FlatMap(_cut_micro_batches, self.config.batch_tokens)
             | "RunInference" >> RunInference(ResponseLossHandler(self.config).with_no_batching())

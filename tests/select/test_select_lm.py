@@ -1,4 +1,4 @@
-"""Response losses under a causal LM: the masked NLL on hand-made logits, and batching."""
+"""Response losses under a causal LM: the response NLL on hand-made logits, and batching."""
 
 from __future__ import annotations
 
@@ -7,26 +7,25 @@ import math
 import pytest
 
 torch = pytest.importorskip("torch", reason="mosaic-it select needs torch (the [select] extra)")
+F = torch.nn.functional
 
+from transforms.core import lm  # noqa: E402
 from transforms.core.ifd import ifd_score  # noqa: E402
-from transforms.core.lm import ResponseLosses, masked_mean_nll  # noqa: E402
+from transforms.core.lm import ResponseLosses, mean_response_nll  # noqa: E402
 
 
-def test_masked_mean_nll_on_hand_made_logits():
-    # Vocabulary of 3. Row 0 predicts token 2 with probabilities (1/6, 2/6, 3/6), then token 0 uniformly.
-    logits = torch.tensor([[[0.0, math.log(2), math.log(3)], [0.0, 0.0, 0.0], [9.0, 9.0, 9.0]]])
-    targets = torch.tensor([[2, 0, 1]])
-    mask = torch.tensor([[True, True, False]])  # the last position is not a response token
-    [loss] = masked_mean_nll(logits, targets, mask).tolist()
-    assert loss == pytest.approx((-math.log(3 / 6) - math.log(1 / 3)) / 2, rel=1e-6)
+def test_mean_response_nll_averages_each_rows_scored_predictions():
+    # Row 0 scores its last two predictions, row 1 its last one; the NLLs come row by row.
+    nll = torch.tensor([0.5, 1.5, 4.0])
+    tail = torch.tensor([[True, True], [False, True]])
+    assert mean_response_nll(nll, tail).tolist() == [1.0, 4.0]
 
 
 def test_ifd_from_hand_made_logits():
     # The response token 1 is likely given the instruction (p = 0.8), less so alone (p = 0.5).
-    conditional = torch.log(torch.tensor([[[0.2, 0.8]]]))
-    prior = torch.log(torch.tensor([[[0.5, 0.5]]]))
-    target, mask = torch.tensor([[1]]), torch.tensor([[True]])
-    [c], [p] = masked_mean_nll(conditional, target, mask).tolist(), masked_mean_nll(prior, target, mask).tolist()
+    conditional, prior = torch.log(torch.tensor([[0.2, 0.8]])), torch.log(torch.tensor([[0.5, 0.5]]))
+    target, tail = torch.tensor([1]), torch.tensor([[True]])
+    c, p = (mean_response_nll(F.cross_entropy(x, target, reduction="none"), tail).item() for x in (conditional, prior))
     assert ifd_score(c, p) == pytest.approx(0.5 / 0.8, rel=1e-6)  # ratio of perplexities: (1/0.8) / (1/0.5)
 
 
@@ -58,6 +57,7 @@ def test_mean_nll_left_pads_and_scores_only_the_last_n_tokens():
     miss = -math.log(1 / (math.exp(2) + 4))
     losses = scorer.mean_nll([([1, 2, 3, 4], 2), ([0, 1, 3], 1), ([2, 3], 1)])
     assert losses == pytest.approx([hit, miss, hit], rel=1e-6)  # 2->3, 3->4 | 1->3 | 2->3
+    assert not scorer.projects  # it has no decoder and output embedding to run apart
     call = model.calls[0]
     assert call["input_ids"].tolist() == [[1, 2, 3, 4], [0, 0, 1, 3], [0, 0, 2, 3]]
     assert call["position_ids"].tolist() == [[0, 1, 2, 3], [0, 0, 1, 2], [0, 0, 0, 1]]
@@ -75,3 +75,22 @@ def test_a_batch_scores_like_each_sequence_alone(tiny_model):
     logits = scorer.model(input_ids=torch.tensor([ids])).logits[0, :-1]
     expected = torch.nn.functional.cross_entropy(logits[-n:], torch.tensor(ids[1:])[-n:]).item()
     assert alone[2] == pytest.approx(expected, rel=1e-5)
+
+
+def test_projecting_the_response_positions_in_blocks_gives_the_models_own_losses(tiny_model, monkeypatch):
+    projected = ResponseLosses.load(str(tiny_model), None, "cpu", "float32")
+    assert projected.projects  # a Llama's logits are its lm_head on its decoder's states, nothing more
+    own = ResponseLosses(projected.model, "cpu")
+    own.projects = False
+    sequences = [([5, 9, 12, 40, 41, 42, 7], 3), ([6, 30, 31], 1), ([8, 8, 9, 10, 11, 12, 13, 14, 15, 16], 6)]
+    expected = own.mean_nll(sequences)
+    assert projected.mean_nll(sequences) == pytest.approx(expected, rel=1e-6)
+    monkeypatch.setattr(lm, "LOGITS_BLOCK_BYTES", 4 * len(projected.model.get_output_embeddings().weight) * 4)
+    assert projected.mean_nll(sequences) == pytest.approx(expected, rel=1e-6)  # blocks of 4 positions
+
+
+def test_a_model_that_rescales_its_logits_is_scored_from_its_own_logits(tiny_model):
+    model = ResponseLosses.load(str(tiny_model), None, "cpu", "float32").model
+    forward = model.forward
+    model.forward = lambda **kwargs: type("Output", (), {"logits": forward(**kwargs).logits * 0.5})()
+    assert not ResponseLosses(model, "cpu").projects

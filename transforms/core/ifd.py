@@ -239,7 +239,7 @@ class PairBuilder:
         if first == 0 and span[0] < span[1] and bos is not None:
             # The first token has nothing before it to be predicted from.
             ids, offsets = [bos, *ids], [(0, 0), *offsets]
-        return Located(list(ids), [tuple(o) for o in offsets], *span)
+        return Located(list(ids), [(o[0], o[1]) for o in offsets], *span)
 
     def _pair(self, record: Record, conditional: Located, prior: Located) -> ScoringPair | Rejection:
         length = self._kept_length(conditional, conditional.response_end - conditional.response_start)

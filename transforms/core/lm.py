@@ -26,14 +26,20 @@ def resolve_dtype(option: str, device: str) -> str:
     return "bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else "float32"
 
 
-def masked_mean_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per row, the mean of -log softmax(logits[b, j])[targets[b, j]] over the j where mask[b, j].
+def mean_response_nll(nll: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+    """Per row b, the mean of the NLLs of row b's scored predictions.
 
-    `logits[b, j]` is the prediction of `targets[b, j]` (already shifted). Computed in float32.
+    `tail` (rows, n) marks each row's scored predictions; `nll` (tail.sum(),) holds their
+    NLLs row by row, in order.
     """
-    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-    weights = mask.to(nll.dtype)
-    return (nll * weights).sum(-1) / weights.sum(-1)
+    per_row = torch.zeros(tail.shape, dtype=nll.dtype, device=nll.device)
+    per_row[tail] = nll
+    return per_row.sum(-1) / tail.sum(-1)
+
+
+# Logits of one vocabulary projection block, at most: on CPU, glibc maps larger blocks anew
+# (over its 32 MiB ceiling), and the kernel's page zeroing then costs as much as the softmax.
+LOGITS_BLOCK_BYTES = 8 << 20
 
 
 class ResponseLosses:
@@ -42,22 +48,44 @@ class ResponseLosses:
     def __init__(self, model, device: str):
         self.model = model
         self.device = device
-        # Only the logits of the response positions are needed; most models can skip the rest.
         self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.projects = self._logits_are_the_projection()
 
     @classmethod
     def load(cls, name: str, revision: str | None, device: str, dtype: str) -> ResponseLosses:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=getattr(torch, dtype))
-        return cls(model.to(device).eval(), device)
+        return cls(model.to(device).eval(), device)  # type: ignore[arg-type]  # transformers types `to` oddly
+
+    @torch.inference_mode()
+    def _logits_are_the_projection(self) -> bool:
+        """Whether the model's logits are its output embedding applied to its decoder's last hidden
+        states, and nothing more (no soft-capping or scaling): then the scorer runs the two itself
+        and projects only the response positions, in blocks. Checked on a probe sequence."""
+        get_decoder, get_head = (getattr(self.model, name, None) for name in ("get_decoder", "get_output_embeddings"))
+        head = get_head() if get_head else None
+        if get_decoder is None or not isinstance(head, torch.nn.Linear):
+            return False
+        seen: list[torch.Tensor] = []
+        hook = head.register_forward_hook(lambda module, inputs, output: seen.append(output))
+        ids = torch.arange(1, 5, device=self.device).unsqueeze(0)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "position_ids": ids - 1}
+        try:
+            logits = self.model(**inputs).logits
+        finally:
+            hook.remove()
+        own = head(get_decoder()(**inputs).last_hidden_state)
+        return len(seen) == 1 and logits.data_ptr() == seen[0].data_ptr() and torch.equal(own, logits)
 
     @torch.inference_mode()
     def mean_nll(self, sequences: Sequence[tuple[Sequence[int], int]]) -> list[float]:
         """(token ids, n) -> mean NLL of the last n tokens given the ones before them.
 
         Sequences are left-padded to a common end, with explicit position ids, so the
-        response positions line up at the end of the batch.
+        response positions line up at the end of the batch; the vocabulary projection and
+        the softmax (the largest share of the work for a small model with a large
+        vocabulary) run on the response positions only.
         """
         width = max(len(ids) for ids, _ in sequences)
         scored = max(n for _, n in sequences)
@@ -67,10 +95,33 @@ class ResponseLosses:
             ids[row, width - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
             attention[row, width - len(tokens) :] = 1
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        ids, attention, positions = ids.to(self.device), attention.to(self.device), positions.to(self.device)
+        counts = torch.tensor([n for _, n in sequences])
+        # tail[b, j]: the j-th of the last `scored` tokens of row b is a scored response token.
+        tail = (torch.arange(scored).unsqueeze(0) >= (scored - counts).unsqueeze(1)).to(self.device)
+        inputs = {"input_ids": ids.to(self.device), "attention_mask": attention.to(self.device)}
+        inputs["position_ids"] = positions.to(self.device)
+        targets = inputs["input_ids"][:, -scored:][tail]
+        nll = self._projected_nll(inputs, tail, targets) if self.projects else self._model_nll(inputs, tail, targets)
+        return mean_response_nll(nll, tail).cpu().tolist()
+
+    def _projected_nll(self, inputs: dict, tail: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """NLLs of the response tokens, row by row: the decoder, then the projection of the
+        response positions in blocks of LOGITS_BLOCK_BYTES."""
+        hidden = self.model.get_decoder()(**inputs).last_hidden_state[:, -(tail.shape[1] + 1) : -1][tail]
+        head = self.model.get_output_embeddings()
+        block = max(1, LOGITS_BLOCK_BYTES // (4 * head.out_features))
+        return torch.cat(
+            [
+                F.cross_entropy(
+                    head(hidden[start : start + block]).float(), targets[start : start + block], reduction="none"
+                )
+                for start in range(0, len(hidden), block)
+            ]
+        )
+
+    def _model_nll(self, inputs: dict, tail: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """NLLs of the response tokens, row by row, from the model's own logits of the last positions."""
+        scored = tail.shape[1]
         extra = {"logits_to_keep": scored + 1} if self.keeps_logits else {}
-        logits = self.model(input_ids=ids, attention_mask=attention, position_ids=positions, **extra).logits
-        logits = logits[:, -(scored + 1) : -1]
-        counts = torch.tensor([n for _, n in sequences], device=self.device)
-        mask = torch.arange(scored, device=self.device).unsqueeze(0) >= (scored - counts).unsqueeze(1)
-        return masked_mean_nll(logits, ids[:, -scored:], mask).cpu().tolist()
+        logits = self.model(**inputs, **extra).logits[:, -(scored + 1) : -1][tail]
+        return F.cross_entropy(logits.float(), targets, reduction="none")
