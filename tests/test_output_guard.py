@@ -26,8 +26,8 @@ ALPACA = SHARED / "data/alpaca_en_demo.json"
 # Regenerate after an intended change of outputs (a bug fix, new phrasings):
 #   .venv/bin/python -m pytest tests/test_output_guard.py -q   # the failure prints the new digest
 EXPECTED = {
-    "default": "b0153d2406f654c377bd78411b22752c99a4db1fbaa74daa77a66cdc56afd152",
-    "tight_budget": "ee2979c9f6c7580e027e6fd5fe9d5122cc0361aafd699b91951c2166607ecdb5",
+    "default": "6c9bf2a756ec9487673f153c3aedf3749372436528c311fde6c4c67fad448db3",
+    "tight_budget": "7dd23c0e71eac15a622ced7c1ab51e5a237445fc4c9125f295b33339d1e7381b",
 }
 RUNS = {
     "default": ["--epochs", "2"],

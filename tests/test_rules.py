@@ -94,7 +94,7 @@ def test_malformed_rules_are_reported_with_the_entry(tmp_path, change, message):
 def test_structure_knobs_left_out_take_the_original_rates(tmp_path):
     data = default_data()
     del data["structure"]["unnumbered"]
-    assert load_rules(write(tmp_path, data)).structure == Structure(bare_format=0.3, meta_before=0.5, tagged=0.5)
+    assert load_rules(write(tmp_path, data)).structure == Structure(bare_format=0.2, meta_before=0.5, tagged=0.5)
     data["structure"] = {"bare_format": 0, "unnumbered": 1}
     structure = load_rules(write(tmp_path, data)).structure
     assert (structure.bare_format, structure.unnumbered, structure.meta_before) == (0.0, 1.0, 0.5)

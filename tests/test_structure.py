@@ -73,7 +73,7 @@ def rule_samples():
 
 def test_the_built_in_structure_is_the_originals():
     s = RULES.structure
-    assert (s.bare_format, s.meta_before, s.unnumbered, s.tagged) == (0.3, 0.5, 0.09, 0.5)
+    assert (s.bare_format, s.meta_before, s.unnumbered, s.tagged) == (0.2, 0.5, 0.09, 0.5)
 
 
 def test_format_samples_are_bare_at_the_knobs_rate_with_neither_meta_instruction_nor_tags(format_samples):

@@ -58,7 +58,7 @@ class MaskPhrasings:
 class Structure:
     """How a sample is laid out, as probabilities; the defaults are the original's rates."""
 
-    bare_format: float = 0.3  # of format samples: neither tags nor a meta-instruction (~10% of all with `both`)
+    bare_format: float = 0.2  # of format samples: neither tags nor a meta-instruction (~10% of all with `both`)
     meta_before: float = 0.5  # each meta-instruction (format, rule), drawn apart: before the list, else after
     unnumbered: float = 0.09  # instructions without labels (rules naming numbers are then not drawn)
     tagged: float = 0.5  # of samples that are not bare: begin/end tags around each response
