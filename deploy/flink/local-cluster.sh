@@ -7,7 +7,8 @@
 #
 # Settings (environment): FLINK_SLOTS (TaskManager slots and default parallelism, 2), FLINK_REST_PORT (8081),
 # FLINK_RPC_PORT (6123), BEAM_JOB_PORT (8099), BEAM_ARTIFACT_PORT (8098), BEAM_EXPANSION_PORT (8097),
-# BEAM_WORKER_POOL_PORT (50000), FLINK_CACHE (.cache/flink under the repository).
+# BEAM_WORKER_POOL_PORT (50000), FLINK_CACHE (.cache/flink under the repository), BASE_VENV (.venv: the
+# project's environment, `pip install -e '.[test]'`).
 #
 # Versions: Maven Central, as reachable here, serves no beam-runners-flink-*-job-server jar at any
 # version; the newest Flink runner whose dependencies all resolve is beam-runners-flink-1.19 2.62.0.
@@ -26,6 +27,7 @@ SLF4J_VERSION=1.7.30 # the slf4j-api the runner resolves to; the binding makes t
 JOB_SERVER=$CACHE/job-server-$BEAM_VERSION
 FLINK_HOME=$CACHE/flink-$FLINK_VERSION
 VENV=$CACHE/venv-beam-$BEAM_VERSION
+BASE_VENV=${BASE_VENV:-$ROOT/.venv}
 STATE=$CACHE/run
 
 SLOTS=${FLINK_SLOTS:-2}
@@ -87,20 +89,18 @@ EOF
   touch "$FLINK_HOME/DONE"
 }
 
-# The project's own dependencies (pyproject.toml, with the select extra) beside apache-beam at the job server's version.
+# apache-beam at the job server's version, over the project's environment: the base environment's
+# site-packages (BASE_VENV, default .venv, as .ci/run builds it) comes after this one's on the path, so
+# torch and the other heavy packages are not installed twice, and what is installed here (apache-beam
+# and the versions it pins) takes precedence.
 make_venv() {
   [[ -f $VENV/DONE ]] && return
-  log "creating $VENV (apache-beam $BEAM_VERSION)"
+  log "creating $VENV (apache-beam $BEAM_VERSION over $BASE_VENV)"
+  rm -rf "$VENV"
   python3 -m venv "$VENV"
-  python3 - "$ROOT/pyproject.toml" >"$VENV/requirements.txt" <<'EOF'
-import sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-for requirement in project["dependencies"] + project["optional-dependencies"]["select"]:
-    if not requirement.startswith("apache-beam"):
-        print(requirement)
-EOF
-  "$VENV/bin/pip" install --quiet --upgrade pip
-  "$VENV/bin/pip" install --quiet "apache-beam==$BEAM_VERSION" -r "$VENV/requirements.txt"
+  local purelib='import sysconfig; print(sysconfig.get_paths()["purelib"])'
+  "$BASE_VENV/bin/python" -c "$purelib" >"$("$VENV/bin/python" -c "$purelib")/base-environment.pth"
+  "$VENV/bin/pip" install --quiet "apache-beam==$BEAM_VERSION"
   "$VENV/bin/pip" install --quiet --no-deps -e "$ROOT"
   touch "$VENV/DONE"
 }
