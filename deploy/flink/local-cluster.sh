@@ -134,8 +134,8 @@ flink() { FLINK_CONF_DIR=$STATE/conf FLINK_LOG_DIR=$STATE/log FLINK_PID_DIR=$STA
 start_daemon() {
   local name=$1
   shift
-  setsid "$@" >"$STATE/log/$name.log" 2>&1 </dev/null &
-  echo $! >"$STATE/$name.pid"
+  # The pid is written from inside the new session: setsid forks when its caller leads a process group.
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$STATE/$name.pid" "$@" >"$STATE/log/$name.log" 2>&1 </dev/null &
 }
 
 wait_for() {
