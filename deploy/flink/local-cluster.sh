@@ -121,6 +121,9 @@ taskmanager.bind-host: 127.0.0.1
 taskmanager.host: 127.0.0.1
 taskmanager.numberOfTaskSlots: $SLOTS
 taskmanager.memory.process.size: 2048m
+# select's job runs many tasks at once; the default share (about 160 MB) ran out of network buffers.
+taskmanager.memory.network.fraction: 0.25
+taskmanager.memory.network.max: 512mb
 parallelism.default: $SLOTS
 rest.address: 127.0.0.1
 rest.bind-address: 127.0.0.1
