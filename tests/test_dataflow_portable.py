@@ -19,17 +19,17 @@ pytest.importorskip(
     "apache_beam.runners.dataflow.internal.apiclient", reason="the gcp extra is not installed (pip install '.[gcp]')"
 )
 
-from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
-from apache_beam.portability import common_urns  # noqa: E402
-from apache_beam.portability.api import beam_runner_api_pb2, endpoints_pb2  # noqa: E402
-from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner  # noqa: E402
-from apache_beam.runners.portability.portable_runner import PortableRunner  # noqa: E402
-from apache_beam.runners.runner import PipelineState  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.portability import common_urns
+from apache_beam.portability.api import beam_runner_api_pb2, endpoints_pb2
+from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
+from apache_beam.runners.portability.portable_runner import PortableRunner
+from apache_beam.runners.runner import PipelineState
 
-from pipeline.cli import main  # noqa: E402
-from tests.corpus import RUN_OPTIONS, output_files, write_corpus  # noqa: E402
-from tests.shared_data import SHARED_DATA, require_shared  # noqa: E402
-from tests.test_runners import packaged_project, portable_endpoints  # noqa: E402, F401 (fixtures)
+from pipeline.cli import main
+from tests.corpus import RUN_OPTIONS, output_files, write_corpus
+from tests.shared_data import SHARED_DATA, require_shared
+from tests.test_runners import packaged_project, portable_endpoints  # noqa: F401 (fixtures)
 
 IMAGE = "us-central1-docker.pkg.dev/my-project/mosaic/mosaic-it:2025-03-01"
 DATAFLOW_FLAGS = [
