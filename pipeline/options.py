@@ -44,7 +44,7 @@ def add_input_output(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         action="extend",
         default=None,
-        help="One or more globs of JSONL (.jsonl, .jsonl.gz) or JSON-array (.json) files; repeat --input to add "
+        help="One or more globs of JSONL (.jsonl, .jsonl.gz, .jsonl.zst), JSON-array (.json) or Parquet files; repeat --input to add "
         "more. Default for run: the sample records shipped with the package.",
     )
     add_flag(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any, Protocol
 
 import apache_beam as beam
+import zstandard
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -29,10 +30,16 @@ from transforms.core.decoding import (
 )
 from transforms.core.records import Record, Rejection
 from transforms.progress import RECORDS_READ, RECORDS_REJECTED
+from transforms.read_parquet import PARQUET_EXTENSION, read_parquet
 
 RECORDS = "records"
 REJECTED = "rejected"
-INPUT_EXTENSIONS = (".jsonl", ".json", ".jsonl.gz", ".json.gz")  # what a folder named by --input contributes
+_COMPRESSIONS = ("", ".gz", ".bz2", ".xz", ".lzma", ".zst")
+# The only files read; a folder named by --input contributes those among its files.
+INPUT_EXTENSIONS = (
+    *(f"{kind}{compression}" for kind in (".jsonl", ".json") for compression in _COMPRESSIONS),
+    PARQUET_EXTENSION,
+)
 CHUNK_BYTES = 1 << 20
 _UTF8_BOM = b"\xef\xbb\xbf"
 _GLOB_CHARACTERS = "*?["
@@ -48,23 +55,51 @@ _DECOMPRESSORS: dict[str, Callable[[Any], _Readable]] = {
     ".bz2": bz2.BZ2File,
     ".xz": lzma.LZMAFile,
     ".lzma": lzma.LZMAFile,
+    ".zst": lambda raw: _ZstdStream(raw),
 }
 
 
+class _ZstdStream:
+    """A decompressed zstd stream of one or more frames; a stream cut inside a frame raises EOFError
+    (zstandard's own stream reader ends it quietly)."""
+
+    def __init__(self, raw: _Readable):
+        self.raw, self.decompressor = raw, zstandard.ZstdDecompressor().decompressobj()
+
+    def read(self, size: int) -> bytes:
+        while True:
+            data = self.raw.read(size)
+            if self.decompressor.eof:  # a frame ended: what follows it starts the next one
+                data = self.decompressor.unused_data + data
+                if not data:
+                    return b""
+                self.decompressor = zstandard.ZstdDecompressor().decompressobj()
+            elif not data:
+                raise EOFError("the zstd stream ends inside a frame")
+            out = self.decompressor.decompress(data)
+            if out:
+                return out
+
+
 class InputError(ValueError):
-    """An --input glob that matches nothing, or a folder holding no input file."""
+    """An --input glob that matches nothing, a folder holding no input file, or a file of an unknown kind."""
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[str]:
     """Every file the patterns name, sorted. A glob that matches nothing is an error. A pattern
     naming a folder stands for the files directly in it with an extension of INPUT_EXTENSIONS
-    (not those of its sub-folders); a folder holding none is an error."""
+    (not those of its sub-folders); a folder holding none is an error, and so is a file named
+    otherwise: its kind is never guessed."""
     paths: list[str] = []
     for pattern in patterns:
         matched = _folder_files(pattern) if _is_folder(pattern) else _matches(pattern)
         if not matched:
             raise InputError(f"--input '{pattern}' matches no file")
         paths += matched
+    unknown = [path for path in paths if not path.lower().endswith(INPUT_EXTENSIONS)]
+    if unknown:
+        kinds = ", ".join(INPUT_EXTENSIONS)
+        raise InputError(f"--input '{unknown[0]}' is not a file the reader knows; name it one of {kinds}")
     return sorted(set(paths))
 
 
@@ -154,7 +189,7 @@ class _Chunks:
             while True:
                 try:
                     chunk = read(CHUNK_BYTES)
-                except (_ReadFailure, EOFError, OSError, zlib.error, lzma.LZMAError) as err:
+                except (_ReadFailure, EOFError, OSError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as err:
                     self.failure = _failure(err, extension)
                     return
                 if head is not None:
@@ -182,8 +217,8 @@ def _failure(err: Exception, extension: str) -> tuple[str, str]:
 
 
 def read_file(path: str, label: str | None = None) -> Iterator[Record | Rejection]:
-    """Records of one file: a JSON array (`.json`) or JSON lines (anything else); `.gz`, `.bz2`
-    and `.xz` files are decompressed. `label` names the file in record ids (see input_labels);
+    """Records of one file: Parquet rows (`.parquet`), a JSON array (`.json`) or JSON lines
+    (anything else); `.gz`, `.bz2`, `.xz` and `.zst` files are decompressed. `label` names the file in record ids (see input_labels);
     by default its base name.
 
     A `.json` file that is not one JSON value is read as JSON lines, since many datasets ship
@@ -192,6 +227,9 @@ def read_file(path: str, label: str | None = None) -> Iterator[Record | Rejectio
     about a file raises.
     """
     label = file_label(path) if label is None else label
+    if path.lower().endswith(PARQUET_EXTENSION):
+        yield from read_parquet(path, label)
+        return
     chunks = _Chunks(path)
     if not _holds_json_array(path):
         yield from _read_lines(chunks, label, chunks)
