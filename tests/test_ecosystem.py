@@ -120,3 +120,74 @@ def test_a_folder_contributes_only_the_files_the_reader_knows(tmp_path):
     (tmp_path / "notes.txt").write_text("not data")
     (tmp_path / "c.csv").write_text("instruction,output\n")
     assert [Path(path).name for path in expand_inputs([str(tmp_path)])] == ["a.jsonl.zst", "b.parquet"]
+
+
+# Parquet output -------------------------------------------------------------------------------------------------
+
+ALPACA = Path(__file__).resolve().parents[1] / "../shared/data/alpaca_en_demo.json"
+
+
+@pytest.fixture(scope="module")
+def alpaca_200(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("input") / "alpaca200.jsonl"
+    if ALPACA.exists():
+        records = json.loads(ALPACA.read_text(encoding="utf-8"))[:200]
+    else:
+        records = [
+            {"instruction": f"Describe {i}.", "input": "", "output": f"It is {i}. " * (i % 7 + 1)} for i in range(200)
+        ]
+    path.write_bytes(jsonl(records))
+    return path
+
+
+def mosaic(argv: list[str]) -> int:
+    from pipeline.cli import main
+
+    return main(["run", "--epochs", "2", "--num-shards", "3", *argv])
+
+
+def files(directory: Path, pattern: str) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.glob(pattern))}
+
+
+def test_parquet_output_holds_the_json_lines_typed_and_the_same_bytes_for_any_process_count(alpaca_200, tmp_path):
+    for processes in ("1", "3"):
+        argv = ["--input", str(alpaca_200), "--formats", "jsonl,parquet", "--pack-processes", processes]
+        assert mosaic([*argv, "--output", str(tmp_path / processes)]) == 0
+    one, three = files(tmp_path / "1", "mosaics-*.parquet"), files(tmp_path / "3", "mosaics-*.parquet")
+    assert list(one) == [f"mosaics-0000{i}-of-00003.parquet" for i in range(3)]
+    assert one == three
+    for name in one:
+        table = pq.read_table(tmp_path / "1" / name)
+        lines = (tmp_path / "1" / name.replace(".parquet", ".jsonl")).read_text(encoding="utf-8").splitlines()
+        assert table.to_pylist() == [json.loads(line) for line in lines]
+        schema = table.schema
+        assert schema.field("n_tokens").type == pa.int64() and schema.field("count").type == pa.int64()
+        assert schema.field("sources").type == pa.list_(pa.field("item", pa.string(), nullable=False))
+        assert schema.field("rule").nullable and not schema.field("id").nullable
+    manifest = json.loads((tmp_path / "1" / "manifest.json").read_text())
+    assert sorted(name for name in manifest["outputs"]["samples"] if name.endswith(".parquet")) == list(one)
+
+
+def test_parquet_output_reads_into_pandas(alpaca_200, tmp_path):
+    pandas = pytest.importorskip("pandas")
+    assert mosaic(["--input", str(alpaca_200), "--formats", "parquet", "--output", str(tmp_path)]) == 0
+    frame = pandas.concat([pandas.read_parquet(path) for path in sorted(tmp_path.glob("mosaics-*.parquet"))])
+    assert len(frame) > 0 and set(frame.columns) >= {"id", "instruction", "output", "n_tokens"}
+
+
+def test_the_flex_template_accepts_parquet_as_a_format():
+    import re
+
+    metadata = json.loads((Path(__file__).resolve().parents[1] / "deploy/dataflow/metadata.json").read_text())
+    [formats] = [parameter for parameter in metadata["parameters"] if parameter["name"] == "formats"]
+    assert all(re.match(pattern, "jsonl,parquet") for pattern in formats["regexes"])
+
+
+def test_a_rerun_clears_the_parquet_files_of_the_previous_run(alpaca_200, tmp_path):
+    argv = ["--input", str(alpaca_200), "--formats", "parquet", "--output", str(tmp_path)]
+    assert mosaic([*argv, "--num-shards", "4"]) == 0
+    assert mosaic([*argv, "--num-shards", "2"]) == 0
+    assert sorted(path.name for path in tmp_path.glob("*.parquet")) == [
+        f"mosaics-0000{i}-of-00002.parquet" for i in range(2)
+    ]
