@@ -63,6 +63,20 @@ def add_input_output(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_limit(parser: argparse.ArgumentParser) -> None:
+    """--limit, which every command shares (declared once, as add_input_output's flags)."""
+    if "--limit" in parser._option_string_actions:
+        return
+    add_flag(
+        parser,
+        "limit",
+        type=int,
+        default=0,
+        help="Read only the first N records of the input in input order (files sorted by path, then line order), "
+        "for a trial run; the records after them are neither read nor rejected. 0: no limit.",
+    )
+
+
 class MosaicOptions(PipelineOptions):
     """The options of `mosaic-it run`."""
 
@@ -92,6 +106,7 @@ class MosaicOptions(PipelineOptions):
             help="Publish this run as OUTPUT/RUN_ID/: written into a fresh attempt folder, then "
             "OUTPUT/RUN_ID/manifest.json is written last, listing the files; a rerun of the id replaces it.",
         )
+        add_limit(parser)
 
     def output_formats(self) -> list[str]:
         return [name.strip() for name in self.formats.split(",") if name.strip()]
@@ -129,7 +144,10 @@ def read_rules_text(path: str | None) -> str | None:
 def shared_checks(options: PipelineOptions) -> list[tuple[bool, str]]:
     """(holds, message) of the options add_input_output declares."""
     ratio = options.max_reject_ratio
-    return [(0 <= ratio <= 1, f"--max-reject-ratio must be within [0, 1], got {ratio}")]
+    return [
+        (0 <= ratio <= 1, f"--max-reject-ratio must be within [0, 1], got {ratio}"),
+        (options.limit >= 0, f"--limit must not be negative, got {options.limit}"),
+    ]
 
 
 def validate(options: MosaicOptions) -> None:

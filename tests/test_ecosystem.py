@@ -191,3 +191,76 @@ def test_a_rerun_clears_the_parquet_files_of_the_previous_run(alpaca_200, tmp_pa
     assert sorted(path.name for path in tmp_path.glob("*.parquet")) == [
         f"mosaics-0000{i}-of-00002.parquet" for i in range(2)
     ]
+
+
+# --limit --------------------------------------------------------------------------------------------------------
+
+
+def limited_inputs(folder: Path) -> list[str]:
+    """Three files whose sorted paths differ from the order of their labels, with rejections between records."""
+    (folder / "b").mkdir(parents=True)
+    (folder / "a").mkdir()
+    bad = [{"instruction": "", "output": "no instruction"}]
+    (folder / "b" / "first.jsonl").write_bytes(jsonl(rows(4) + bad + rows(3, 4)))
+    (folder / "a" / "second.jsonl").write_bytes(jsonl(bad + rows(5, 100)) + b"not json\n")
+    write_parquet(folder / "a" / "third.parquet", rows(6, 200))
+    return [str(folder / "b" / "first.jsonl"), str(folder / "a" / "second.jsonl"), str(folder / "a" / "third.parquet")]
+
+
+def test_the_cut_of_the_parallel_reader_is_that_of_reading_in_order(tmp_path):
+    from transforms.core.limit import file_cuts, first_of_files, first_records, is_kept
+
+    files = [list(read_file(path)) for path in sorted(limited_inputs(tmp_path))]
+    for limit in range(1, 20):
+        in_order = [item for kept in first_of_files(files, limit) for item in kept]
+        read = [list(first_records(items, limit)) for items in files]
+        cuts = file_cuts([sum(isinstance(item, Record) for _, item in items) for items in read], limit)
+        parallel = [item for items, cut in zip(read, cuts) for before, item in items if is_kept(before, cut)]
+        assert parallel == in_order, limit
+        assert sum(isinstance(item, Record) for item in in_order) == min(limit, 18)
+
+
+def test_limit_gives_the_same_files_on_both_plans(tmp_path):
+    inputs = limited_inputs(tmp_path / "in")
+    outputs = {}
+    for plan, flags in (("one_process", []), ("many_workers", ["--direct_running_mode", "multi_processing"])):
+        output = tmp_path / plan
+        argv = ["--input", *inputs, "--limit", "9", "--formats", "jsonl", "--output", str(output), "--seed", "3"]
+        assert mosaic([*argv, *flags]) == 0
+        outputs[plan] = files(output, "*.jsonl")
+        manifest = json.loads((output / "manifest.json").read_text())
+        assert manifest["counts"]["limited_to"] == 9
+        assert manifest["counts"]["records_read"] == 9 + 2  # the 9 first records and the 2 rejections among them
+    assert outputs["one_process"] == outputs["many_workers"]
+    rejected = [json.loads(line) for line in outputs["one_process"]["rejected-00000-of-00001.jsonl"].splitlines()]
+    # In path order a/second.jsonl (5 records), a/third.parquet (the next 4); b/first.jsonl is not read.
+    assert sorted(r["source"] for r in rejected) == ["second.jsonl:0", "second.jsonl:6"]
+    samples = b"".join(data for name, data in outputs["one_process"].items() if name.startswith("mosaics"))
+    assert b"Say 203." in samples and b"Say 204." not in samples and b"Say 0." not in samples
+
+
+def test_limit_is_validated(tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["run", "--limit", "-1", "--output", str(tmp_path)]) == 2
+    assert "--limit must not be negative" in capsys.readouterr().err
+
+
+def test_select_limit_orders_only_the_first_records(tmp_path):
+    pytest.importorskip("torch", reason="mosaic-it select needs torch (the [select] extra)")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "select"))
+    from select_support import OWN_TEMPLATE, build_tiny_model, make_records, write_jsonl
+
+    from pipeline.iterit import run_select
+
+    model = build_tiny_model(tmp_path / "model", OWN_TEMPLATE)
+    records = make_records(12)
+    write_jsonl(tmp_path / "input.jsonl", [records[0], "{not json", *records[1:]])
+    argv = ["--input", str(tmp_path / "input.jsonl"), "--model", str(model), "--max-tokens", "256", "--limit", "5"]
+    manifest = run_select([*argv, "--output", str(tmp_path / "out")])
+    assert manifest["counts"]["limited_to"] == 5
+    assert (manifest["counts"]["order"], manifest["counts"]["records_rejected"]) == (5, 1)
+    order = [json.loads(line)["id"] for line in (tmp_path / "out" / "order.jsonl").read_text().splitlines()]
+    assert sorted(order) == sorted(record["id"] for record in records[:5])

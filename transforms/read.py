@@ -28,6 +28,7 @@ from transforms.core.decoding import (
     skip_space,
     split_lines,
 )
+from transforms.core.limit import file_cuts, first_records, is_kept
 from transforms.core.records import Record, Rejection
 from transforms.progress import RECORDS_READ, RECORDS_REJECTED
 from transforms.read_parquet import PARQUET_EXTENSION, read_parquet
@@ -281,12 +282,45 @@ def _read_lines(source: Iterable[bytes], label: str, chunks: _Chunks) -> Iterato
 class _ParseFile(beam.DoFn):
     def process(self, file: tuple[str, str]):
         for item in read_file(*file):
-            RECORDS_READ.inc()
-            if isinstance(item, Record):
-                yield item
-            else:
-                RECORDS_REJECTED.inc()
-                yield beam.pvalue.TaggedOutput(REJECTED, item)
+            yield from _routed(item)
+
+
+def _routed(item: Record | Rejection):
+    RECORDS_READ.inc()
+    if isinstance(item, Record):
+        yield item
+    else:
+        RECORDS_REJECTED.inc()
+        yield beam.pvalue.TaggedOutput(REJECTED, item)
+
+
+_COUNTS = "counts"
+
+
+class _ReadFirst(beam.DoFn):
+    """(file number, (path, label)) -> (file number, records before, item) up to the file's
+    `limit`-th record, and (file number, records read) tagged _COUNTS."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def process(self, numbered: tuple[int, tuple[str, str]]):
+        number, file = numbered
+        count = 0
+        for before, item in first_records(read_file(*file), self.limit):
+            count = before + isinstance(item, Record)
+            yield number, before, item
+        yield beam.pvalue.TaggedOutput(_COUNTS, (number, count))
+
+
+def _cuts(counts: list[tuple[int, int]], limit: int) -> list[int | None]:
+    return file_cuts([count for _, count in sorted(counts)], limit)
+
+
+def _keep_first(element: tuple[int, int, Record | Rejection], cuts: list[int | None]):
+    number, before, item = element
+    if is_kept(before, cuts[number]):
+        yield from _routed(item)
 
 
 class ReadRecords(beam.PTransform):
@@ -294,15 +328,22 @@ class ReadRecords(beam.PTransform):
 
     Files are spread over workers (Create reshuffles its elements); the records of one
     file are read by one worker. Record ids name files by their labels among all `paths`.
+    With `limit` (> 0), only the first `limit` records in input order and the rejections
+    before the last of them (transforms/core/limit.py); each file is read up to its
+    `limit`-th record at most.
     """
 
-    def __init__(self, paths: Sequence[str]):
+    def __init__(self, paths: Sequence[str], limit: int = 0):
         super().__init__()
         self.files = sorted(input_labels(paths).items())
+        self.limit = limit
 
     def expand(self, pbegin):
-        return (
-            pbegin
-            | "ListFiles" >> beam.Create(self.files)
-            | "ParseFiles" >> beam.ParDo(_ParseFile()).with_outputs(REJECTED, main=RECORDS)
-        )
+        if not self.limit:
+            files = pbegin | "ListFiles" >> beam.Create(self.files)
+            return files | "ParseFiles" >> beam.ParDo(_ParseFile()).with_outputs(REJECTED, main=RECORDS)
+        numbered = pbegin | "ListFiles" >> beam.Create(list(enumerate(self.files)))
+        read = numbered | "ReadFirst" >> beam.ParDo(_ReadFirst(self.limit)).with_outputs(_COUNTS, main="items")
+        cuts = read[_COUNTS] | "AllCounts" >> beam.combiners.ToList() | "Cuts" >> beam.Map(_cuts, self.limit)
+        keep = beam.ParDo(_keep_first, beam.pvalue.AsSingleton(cuts))
+        return read["items"] | "KeepFirst" >> keep.with_outputs(REJECTED, main=RECORDS)
