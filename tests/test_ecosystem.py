@@ -264,3 +264,87 @@ def test_select_limit_orders_only_the_first_records(tmp_path):
     assert (manifest["counts"]["order"], manifest["counts"]["records_rejected"]) == (5, 1)
     order = [json.loads(line)["id"] for line in (tmp_path / "out" / "order.jsonl").read_text().splitlines()]
     assert sorted(order) == sorted(record["id"] for record in records[:5])
+
+
+# The command line -----------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_version_prints_the_package_version(capsys):
+    from importlib import metadata
+
+    from pipeline.cli import main
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"mosaic-it {metadata.version('mosaic-it-beam')}\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "flags"),
+    [
+        ("run", ["--input", "--limit", "--formats", "--pack-processes", "--max-reject-ratio", "--tokenizer"]),
+        ("select", ["--input", "--limit", "--model", "--pack-processes", "--max-reject-ratio", "--ratio"]),
+    ],
+)
+def test_command_help_names_the_command_and_every_option_with_its_default(command, flags, capsys):
+    from pipeline.cli import main
+
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: mosaic-it {command} [options]")
+    for flag in [*flags, "--config", "--print-config"]:
+        assert f"\n  {flag}" in text, flag
+    assert "(default: 0.5)" in text and "(default: 0)" in text
+    assert "--dataflow_service_options" not in text and "--runner" not in text.split("Beam pipeline options")[1]
+
+
+def test_help_runs_nothing_even_after_other_flags(tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["run", "--output", str(tmp_path / "out"), "-h"]) == 0
+    assert "usage: mosaic-it run" in capsys.readouterr().out and not (tmp_path / "out").exists()
+
+
+def test_a_real_run_and_help_print_no_apitools_notice(tmp_path):
+    import subprocess
+    import sys
+
+    input_file = tmp_path / "in.jsonl"
+    input_file.write_bytes(jsonl(rows(30)))
+    argv = ["run", "--input", str(input_file), "--output", str(tmp_path / "out"), "--epochs", "1"]
+    for args in (argv, ["run", "--help"], ["--version"]):
+        done = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "apitools" not in done.stderr + done.stdout
+        assert "WARNING" not in done.stderr
+
+
+def test_other_root_warnings_still_show(caplog):
+    import logging
+
+    import pipeline  # noqa: F401  # installs the filter
+
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger().warning("apitools not found, and bigquery client libraries are not available despite ...")
+        logging.getLogger().warning("something else")
+    assert [record.getMessage() for record in caplog.records] == ["something else"]
+
+
+@pytest.mark.parametrize("path", ["./no-such-tokenizer", "../no/such/dir", "/no/such/dir", "~/no-such-dir-here"])
+def test_a_tokenizer_path_that_does_not_exist_is_one_line(path, tmp_path, capsys, monkeypatch):
+    from pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--tokenizer", f"hf:{path}", "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"mosaic-it: error: --tokenizer: no such directory: {path}\n"
+
+
+def test_a_select_model_path_that_does_not_exist_is_one_line(tmp_path, capsys):
+    from pipeline.cli import main
+
+    (tmp_path / "in.jsonl").write_bytes(jsonl(rows(3)))
+    argv = ["select", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out")]
+    assert main([*argv, "--model", "./no-such-model"]) == 2
+    assert capsys.readouterr().err == "mosaic-it: error: --model: no such directory: ./no-such-model\n"
