@@ -11,13 +11,15 @@ from importlib import resources
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline.errors import UsageError, exit_code
+from pipeline.errors import UsageError, check_local_directory, exit_code
 from pipeline.mosaic import MOSAIC_OUTPUT, RUN_FOLDER_OUTPUT, build_mosaic_pipeline
 from pipeline.options import MosaicOptions, OptionsError, own_option_values, validate
 from pipeline.ownership import OutputBusy, check_no_overlap, claimed_output
 from pipeline.progress import configure_logging, run_with_progress
 from pipeline.recipes import apply_recipe
 from pipeline.runner import describes_only, new_pipeline
+from pipeline.select_options import SelectOptions
+from pipeline.usage import command_help, version_line, wants_help
 from reporting.inspection import inspect_command
 from reporting.run_stats import mosaic_table
 from reporting.verify import verify_command
@@ -30,6 +32,8 @@ from transforms.publish import PublishRun, RunFolder
 from transforms.read import InputError, expand_inputs
 
 USAGE = """usage: mosaic-it COMMAND [options] [Beam pipeline options]
+       mosaic-it COMMAND --help    every option of a command, with its default
+       mosaic-it --version
   run       make mosaicked training data (see README.md for every option)
   select    score records with a causal LM and select them the IterIT way (needs the [select] extra)
   report    write DIR/report/index.html with figures of a finished run
@@ -54,6 +58,8 @@ def prepare(argv: Sequence[str]) -> tuple[MosaicOptions, MosaicConfig, list[str]
             raise UsageError(f"--rules '{options.rules}' cannot be read: {err}") from None
         if config.rules_text is not None:
             parse_rules(config.rules_text, options.rules)
+        if options.tokenizer.startswith("hf:"):
+            check_local_directory(options.tokenizer.removeprefix("hf:"), "--tokenizer")
         load_counter(options.tokenizer)  # fail now, not inside a worker
         inputs = expand_inputs(options.input or [sample_input()])
     except (OptionsError, RulesError, TokenizerSpecError, InputError) as err:
@@ -102,6 +108,9 @@ def run(argv: Sequence[str]) -> dict | None:
 
 
 def run_command(argv: Sequence[str]) -> int:
+    if wants_help(argv):
+        print(command_help("run", MosaicOptions), end="")
+        return EXIT_OK
     flags = apply_recipe(argv, MosaicOptions)
     if flags is None:  # --print-config
         return 0
@@ -116,6 +125,9 @@ def run_command(argv: Sequence[str]) -> int:
 
 
 def select_command(argv: Sequence[str]) -> int:
+    if wants_help(argv):
+        print(command_help("select", SelectOptions), end="")
+        return EXIT_OK
     from pipeline.iterit import select_command as select  # imported here: it loads torch (seconds)
 
     return select(argv)
@@ -143,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    if argv[0] == "--version":
+        print(version_line())
+        return EXIT_OK
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"mosaic-it: error: unknown command '{command}'; choose one of {', '.join(COMMANDS)}", file=sys.stderr)

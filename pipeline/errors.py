@@ -4,6 +4,7 @@ and the exit code of a finished run."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from transforms.core.status import EXIT_OK
@@ -18,6 +19,16 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UsageError(message)
+
+
+_PATH_STARTS = ("/", "./", "../", "~")
+
+
+def check_local_directory(name: str, option: str) -> None:
+    """Raises UsageError for a name written as a filesystem path, not a hub id, that is no directory:
+    the hub client would otherwise say it is an invalid repository id."""
+    if name.startswith(_PATH_STARTS) and not os.path.isdir(os.path.expanduser(name)):
+        raise UsageError(f"{option}: no such directory: {name}")
 
 
 def exit_code(manifest: dict) -> int:

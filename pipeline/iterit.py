@@ -23,7 +23,16 @@ from reporting.report import select_summary
 from transforms.core.selection import RoundOrder
 from transforms.core.status import run_status
 from transforms.formats import REJECTED_FORMAT, SCORES_FORMAT, SELECTED_FORMAT
-from transforms.manifest import MANIFEST, SELECT_TOOL, Stats, WriteManifest, read_manifest_at, stats_table, versions
+from transforms.manifest import (
+    MANIFEST,
+    SELECT_TOOL,
+    Stats,
+    WriteManifest,
+    limited_to,
+    read_manifest_at,
+    stats_table,
+    versions,
+)
 from transforms.read import RECORDS, REJECTED, ReadRecords
 from transforms.score_cache import ReadScoreCache, WriteScoreCache
 from transforms.select import (
@@ -99,6 +108,7 @@ def select_manifest(stats: Stats, outputs: dict[str, list[str]], *, launch: Laun
                 "kept": scores.get("kept", 0),
             },
             "previous_missing": table.get("previous", {}).get("missing", 0),
+            **limited_to(options),
         },
         "status": run_status(
             records_read=records_read,
@@ -133,7 +143,7 @@ def _read_previous(pipeline: beam.Pipeline, previous: str | None):
 
 def build_select_pipeline(pipeline: beam.Pipeline, launch: Launch, options: dict):
     """Wires one round; returns the PCollection holding the manifest path."""
-    read = pipeline | "Read" >> ReadRecords(launch.inputs)
+    read = pipeline | "Read" >> ReadRecords(launch.inputs, options.get("limit", 0))
     previous = _read_previous(pipeline, launch.previous)
     matched = (read[RECORDS], previous) | "MatchPrevious" >> MatchPrevious(launch.window)
     cache, cache_stats = pipeline | "ReadCache" >> ReadScoreCache(launch.cache_files, with_stats=True)

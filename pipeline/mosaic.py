@@ -13,7 +13,16 @@ from transforms.core.config import MosaicConfig
 from transforms.core.status import run_status
 from transforms.formats import REJECTED_FORMAT, SAMPLE_FORMATS
 from transforms.in_memory import MosaicInOneProcess
-from transforms.manifest import MOSAIC_TOOL, Stats, WriteManifest, file_names, stats_table, token_summary, versions
+from transforms.manifest import (
+    MOSAIC_TOOL,
+    Stats,
+    WriteManifest,
+    file_names,
+    limited_to,
+    stats_table,
+    token_summary,
+    versions,
+)
 from transforms.mosaic import FILES, STATS, VALID, MosaicJob, MosaicSamples
 from transforms.publish import ATTEMPT_PREFIX
 from transforms.read import REJECTED
@@ -63,6 +72,7 @@ def mosaic_manifest(
             "group_size": dict(sorted(table.get("group_size", {}).items(), key=lambda item: int(item[0]))),
             "tokens": token_summary(table.get("n_tokens", {})),
             "rejected": rejected,
+            **limited_to(options),
         },
         "status": run_status(
             records_read=records_read,
@@ -90,7 +100,14 @@ def build_mosaic_pipeline(
     The in-memory runner gets the one-process plan, every other runner the plan for many
     workers: the same outputs either way.
     """
-    job = MosaicJob(tuple(inputs), config, output, tuple(SAMPLE_FORMATS[name] for name in formats), num_shards)
+    job = MosaicJob(
+        tuple(inputs),
+        config,
+        output,
+        tuple(SAMPLE_FORMATS[name] for name in formats),
+        num_shards,
+        limit=options.get("limit", 0),
+    )
     plan: beam.PTransform
     if runs_in_one_process(pipeline.options):
         plan = MosaicInOneProcess(job, processes=pack_processes(pipeline.options, [*inputs, output]))

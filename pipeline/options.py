@@ -44,7 +44,7 @@ def add_input_output(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         action="extend",
         default=None,
-        help="One or more globs of JSONL (.jsonl, .jsonl.gz) or JSON-array (.json) files; repeat --input to add "
+        help="One or more globs of JSONL (.jsonl, .jsonl.gz, .jsonl.zst), JSON-array (.json) or Parquet files; repeat --input to add "
         "more. Default for run: the sample records shipped with the package.",
     )
     add_flag(
@@ -60,6 +60,20 @@ def add_input_output(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.5,
         help="Exit with code 5 when more than this share of the records is rejected (the outputs are written).",
+    )
+
+
+def add_limit(parser: argparse.ArgumentParser) -> None:
+    """--limit, which every command shares (declared once, as add_input_output's flags)."""
+    if "--limit" in parser._option_string_actions:
+        return
+    add_flag(
+        parser,
+        "limit",
+        type=int,
+        default=0,
+        help="Read only the first N records of the input in input order (files sorted by path, then line order), "
+        "for a trial run; the records after them are neither read nor rejected. 0: no limit.",
     )
 
 
@@ -92,6 +106,7 @@ class MosaicOptions(PipelineOptions):
             help="Publish this run as OUTPUT/RUN_ID/: written into a fresh attempt folder, then "
             "OUTPUT/RUN_ID/manifest.json is written last, listing the files; a rerun of the id replaces it.",
         )
+        add_limit(parser)
 
     def output_formats(self) -> list[str]:
         return [name.strip() for name in self.formats.split(",") if name.strip()]
@@ -129,7 +144,10 @@ def read_rules_text(path: str | None) -> str | None:
 def shared_checks(options: PipelineOptions) -> list[tuple[bool, str]]:
     """(holds, message) of the options add_input_output declares."""
     ratio = options.max_reject_ratio
-    return [(0 <= ratio <= 1, f"--max-reject-ratio must be within [0, 1], got {ratio}")]
+    return [
+        (0 <= ratio <= 1, f"--max-reject-ratio must be within [0, 1], got {ratio}"),
+        (options.limit >= 0, f"--limit must not be negative, got {options.limit}"),
+    ]
 
 
 def validate(options: MosaicOptions) -> None:

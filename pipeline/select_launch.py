@@ -10,7 +10,7 @@ from pathlib import Path
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, check_local_directory
 from pipeline.options import OptionsError
 from pipeline.ownership import normalized
 from pipeline.select_options import CACHE_DIRECTORY, SelectOptions, validate
@@ -109,6 +109,9 @@ def prepare(argv: Sequence[str]) -> tuple[SelectOptions, Launch]:
         raise UsageError("--device cuda, but torch sees no CUDA device")
     dtype = lm.resolve_dtype(options.dtype, device)
 
+    for name, option in ((options.model, "--model"), (options.model_tokenizer, "--model-tokenizer")):
+        if name:
+            check_local_directory(name, option)
     model_revision, model_identity = resolve_model(options.model, options.model_revision, "--model")
     tokenizer_name = options.model_tokenizer or options.model
     if options.model_tokenizer:

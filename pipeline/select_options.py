@@ -7,7 +7,7 @@ import math
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.flags import add_flag
-from pipeline.options import OptionsError, add_input_output, shared_checks
+from pipeline.options import OptionsError, add_input_output, add_limit, shared_checks
 from transforms.core.ifd import OWN_TEMPLATE, PROMPT_TEMPLATES
 from transforms.core.selection import SCORE_TYPES
 
@@ -43,6 +43,7 @@ class SelectOptions(PipelineOptions):
         cache = f"Score cache directory. Default: {CACHE_DIRECTORY} beside the output directory."
         add_flag(parser, "cache", default=None, help=cache)
         add_flag(parser, "no-cache", action="store_true", help="Neither read nor write the score cache.")
+        add_limit(parser)
 
 
 def validate(options: SelectOptions, argv: list[str]) -> None:

@@ -153,7 +153,7 @@ VALIDATED = {
     "length_template": (LENGTH_TEMPLATES, ["chatml", ""]),
     "wrap_mode": (WRAP_MODES, ["gaussian", ""]),
     "strategy": (STRATEGIES, ["shuffle", ""]),
-    "formats": (["jsonl", "avro,messages", ",".join(SAMPLE_FORMATS)], ["jsonl,parquet", "", ","]),
+    "formats": (["jsonl", "avro,messages", ",".join(SAMPLE_FORMATS)], ["jsonl,csv", "", ","]),
     "run_id": (["2025-03-01", "nightly_7.b", "R1"], ["a/b", "../x", "-x", ".hidden", ""]),
     "epochs": (["1", "12"], ["0", "-1", "1.5", "x", ""]),
     "epoch_offset": (["0", "12"], ["-1", "1.5", "x", ""]),

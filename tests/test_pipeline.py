@@ -159,7 +159,7 @@ def test_rerun_into_the_same_folder_replaces_the_old_shards(tmp_path):
         (["--max-length", "0"], "--max-length must be at least 1"),
         (["--input", "/nonexistent/*.jsonl"], "matches no file"),
         (["--tokenizer", "quicktok:gpt2"], "unknown quicktok encoding 'gpt2'"),
-        (["--formats", "parquet"], "--formats has unknown output(s) ['parquet']"),
+        (["--formats", "csv"], "--formats has unknown output(s) ['csv']"),
         (["--pack-processes", "-1"], "--pack-processes must not be negative"),
     ],
 )

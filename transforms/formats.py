@@ -14,6 +14,8 @@ from typing import Generic, TypeVar
 
 import fastavro
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from transforms.core.randomness import digest
 from transforms.core.shards import json_line
@@ -39,6 +41,25 @@ SAMPLE_SCHEMA = fastavro.parse_schema(
         ],
     }
 )
+
+_TEXT_LIST = pa.list_(pa.field("item", pa.string(), nullable=False))
+PARQUET_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("instruction", pa.string(), nullable=False),
+        pa.field("input", pa.string(), nullable=False),
+        pa.field("output", pa.string(), nullable=False),
+        pa.field("count", pa.int64(), nullable=False),
+        pa.field("epoch", pa.int64(), nullable=False),
+        pa.field("strategy", pa.string(), nullable=False),
+        pa.field("rule", pa.string()),
+        pa.field("sources", _TEXT_LIST, nullable=False),
+        pa.field("response_order", _TEXT_LIST, nullable=False),
+        pa.field("masked", _TEXT_LIST, nullable=False),
+        pa.field("n_tokens", pa.int64(), nullable=False),
+    ]
+)
+PARQUET_ROW_GROUP = 10_000  # rows; fixed, so a shard's bytes do not depend on how it was written
 
 RowT = TypeVar("RowT")
 
@@ -87,6 +108,14 @@ def _avro(rows: Iterable[dict], file_name: str) -> bytes:
     return buffer.getvalue()
 
 
+def _parquet(rows: Iterable[dict], file_name: str) -> bytes:
+    # Parquet metadata holds no time or random id; the writer's version (created_by) is fixed by the pin.
+    buffer = pa.BufferOutputStream()
+    table = pa.Table.from_pylist(list(rows), schema=PARQUET_SCHEMA)
+    pq.write_table(table, buffer, compression="zstd", compression_level=3, row_group_size=PARQUET_ROW_GROUP)
+    return buffer.getvalue().to_pybytes()
+
+
 def _lines_as_written(lines: Iterable[bytes], file_name: str) -> bytes:
     return b"".join(lines)
 
@@ -100,6 +129,7 @@ SAMPLE_FORMATS: dict[str, OutputFormat[bytes]] = {
     "jsonl": OutputFormat("mosaics", "jsonl", _lines_as_written),
     "avro": OutputFormat("mosaics", "avro", _decoded(_avro)),
     "messages": OutputFormat("messages", "jsonl", _decoded(_messages)),
+    "parquet": OutputFormat("mosaics", "parquet", _decoded(_parquet)),
 }
 REJECTED_FORMAT: OutputFormat[dict] = OutputFormat("rejected", "jsonl", _json_lines)
 # `mosaic-it select`: every record's score, and the selected records (Alpaca with their id).

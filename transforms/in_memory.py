@@ -11,11 +11,13 @@ functions as the plan for many workers (`core/shards.py`), so it writes the same
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import apache_beam as beam
 
 from transforms.core.decoding import input_labels
+from transforms.core.limit import first_of_files
 from transforms.core.records import Record, Rejection
 from transforms.core.shards import (
     MEASURE_BATCH,
@@ -54,7 +56,7 @@ class _MosaicInOneProcess(WithResources):
     def process(self, paths: list[str]):
         rows: list[Row] = []
         files = sorted(input_labels(paths).items())
-        for file_rows in map_forked(self._read_and_measure, files, self.processes):
+        for file_rows in self._read_and_measure_all(files):
             RECORDS_READ.inc(file_rows.read)
             RECORDS_TOKENIZED.inc(file_rows.tokenized)
             RECORDS_REJECTED.inc(len(file_rows.rejected))
@@ -72,11 +74,22 @@ class _MosaicInOneProcess(WithResources):
             yield from emit_tally(tally)
             yield from written
 
+    def _read_and_measure_all(self, files: list[tuple[str, str]]):
+        """FileRows of every file. With a limit, the files are read here, in order, up to the limit-th
+        record (the cut of ReadRecords), and the helpers only measure."""
+        if not self.job.limit:
+            return map_forked(self._read_and_measure, files, self.processes)
+        kept = list(first_of_files((read_file(*file) for file in files), self.job.limit))
+        return map_forked(self._measure, kept, self.processes)
+
     def _read_and_measure(self, file: tuple[str, str]) -> FileRows:
+        return self._measure(read_file(*file))
+
+    def _measure(self, items: Iterable[Record | Rejection]) -> FileRows:
         records: list[Record]
         rejected: list[Rejection]
         read, records, rejected = 0, [], []
-        for item in read_file(*file):
+        for item in items:
             read += 1
             if isinstance(item, Record):
                 records.append(item)

@@ -83,6 +83,12 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def limited_to(options: Mapping) -> dict[str, int]:
+    """The manifest's `counts.limited_to` of a run with --limit; nothing without one."""
+    limit = options.get("limit", 0)
+    return {"limited_to": limit} if limit else {}
+
+
 def file_names(paths: Iterable[str]) -> list[str]:
     """File names within the manifest's folder, sorted."""
     return sorted(path.rsplit("/", 1)[-1] for path in paths)

@@ -128,12 +128,12 @@ class ReadAndMeasure(beam.PTransform):
     """Begin -> {ROWS: RowBatches of rows with their exact token length, REJECTED:
     unreadable and over-budget records}; files are spread over workers."""
 
-    def __init__(self, paths: Sequence[str], config: MosaicConfig):
+    def __init__(self, paths: Sequence[str], config: MosaicConfig, limit: int = 0):
         super().__init__()
-        self.paths, self.config = list(paths), config
+        self.paths, self.config, self.limit = list(paths), config, limit
 
     def expand(self, pbegin):
-        read = pbegin | "Read" >> ReadRecords(self.paths)
+        read = pbegin | "Read" >> ReadRecords(self.paths, self.limit)
         measured = read[RECORDS] | "Measure" >> beam.ParDo(_MeasureRecords(self.config)).with_outputs(
             REJECTED, main=ROWS
         )
@@ -198,6 +198,7 @@ class MosaicJob:
     directory: str
     formats: tuple[OutputFormat, ...]
     num_shards: int  # 0: one shard per KEYS_PER_SHARD keys
+    limit: int = 0  # --limit: only the first records of the input (transforms/core/limit.py); 0: all
 
 
 class MosaicSamples(beam.PTransform):
@@ -212,7 +213,7 @@ class MosaicSamples(beam.PTransform):
 
     def expand(self, pbegin):
         job = self.job
-        measured = pbegin | "ReadAndMeasure" >> ReadAndMeasure(job.paths, job.config)
+        measured = pbegin | "ReadAndMeasure" >> ReadAndMeasure(job.paths, job.config, job.limit)
         valid = measured[ROWS] | "CountValid" >> CountRows()
         plan = valid | "Plan" >> beam.Map(planned, job.config, job.num_shards)
         packed = measured[ROWS] | "Pack" >> PackShards(job.config, plan)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any, Protocol
 
 import apache_beam as beam
+import zstandard
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -27,12 +28,19 @@ from transforms.core.decoding import (
     skip_space,
     split_lines,
 )
+from transforms.core.limit import file_cuts, first_records, is_kept
 from transforms.core.records import Record, Rejection
 from transforms.progress import RECORDS_READ, RECORDS_REJECTED
+from transforms.read_parquet import PARQUET_EXTENSION, read_parquet
 
 RECORDS = "records"
 REJECTED = "rejected"
-INPUT_EXTENSIONS = (".jsonl", ".json", ".jsonl.gz", ".json.gz")  # what a folder named by --input contributes
+_COMPRESSIONS = ("", ".gz", ".bz2", ".xz", ".lzma", ".zst")
+# The only files read; a folder named by --input contributes those among its files.
+INPUT_EXTENSIONS = (
+    *(f"{kind}{compression}" for kind in (".jsonl", ".json") for compression in _COMPRESSIONS),
+    PARQUET_EXTENSION,
+)
 CHUNK_BYTES = 1 << 20
 _UTF8_BOM = b"\xef\xbb\xbf"
 _GLOB_CHARACTERS = "*?["
@@ -48,23 +56,51 @@ _DECOMPRESSORS: dict[str, Callable[[Any], _Readable]] = {
     ".bz2": bz2.BZ2File,
     ".xz": lzma.LZMAFile,
     ".lzma": lzma.LZMAFile,
+    ".zst": lambda raw: _ZstdStream(raw),
 }
 
 
+class _ZstdStream:
+    """A decompressed zstd stream of one or more frames; a stream cut inside a frame raises EOFError
+    (zstandard's own stream reader ends it quietly)."""
+
+    def __init__(self, raw: _Readable):
+        self.raw, self.decompressor = raw, zstandard.ZstdDecompressor().decompressobj()
+
+    def read(self, size: int) -> bytes:
+        while True:
+            data = self.raw.read(size)
+            if self.decompressor.eof:  # a frame ended: what follows it starts the next one
+                data = self.decompressor.unused_data + data
+                if not data:
+                    return b""
+                self.decompressor = zstandard.ZstdDecompressor().decompressobj()
+            elif not data:
+                raise EOFError("the zstd stream ends inside a frame")
+            out = self.decompressor.decompress(data)
+            if out:
+                return out
+
+
 class InputError(ValueError):
-    """An --input glob that matches nothing, or a folder holding no input file."""
+    """An --input glob that matches nothing, a folder holding no input file, or a file of an unknown kind."""
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[str]:
     """Every file the patterns name, sorted. A glob that matches nothing is an error. A pattern
     naming a folder stands for the files directly in it with an extension of INPUT_EXTENSIONS
-    (not those of its sub-folders); a folder holding none is an error."""
+    (not those of its sub-folders); a folder holding none is an error, and so is a file named
+    otherwise: its kind is never guessed."""
     paths: list[str] = []
     for pattern in patterns:
         matched = _folder_files(pattern) if _is_folder(pattern) else _matches(pattern)
         if not matched:
             raise InputError(f"--input '{pattern}' matches no file")
         paths += matched
+    unknown = [path for path in paths if not path.lower().endswith(INPUT_EXTENSIONS)]
+    if unknown:
+        kinds = ", ".join(INPUT_EXTENSIONS)
+        raise InputError(f"--input '{unknown[0]}' is not a file the reader knows; name it one of {kinds}")
     return sorted(set(paths))
 
 
@@ -154,7 +190,7 @@ class _Chunks:
             while True:
                 try:
                     chunk = read(CHUNK_BYTES)
-                except (_ReadFailure, EOFError, OSError, zlib.error, lzma.LZMAError) as err:
+                except (_ReadFailure, EOFError, OSError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as err:
                     self.failure = _failure(err, extension)
                     return
                 if head is not None:
@@ -182,8 +218,8 @@ def _failure(err: Exception, extension: str) -> tuple[str, str]:
 
 
 def read_file(path: str, label: str | None = None) -> Iterator[Record | Rejection]:
-    """Records of one file: a JSON array (`.json`) or JSON lines (anything else); `.gz`, `.bz2`
-    and `.xz` files are decompressed. `label` names the file in record ids (see input_labels);
+    """Records of one file: Parquet rows (`.parquet`), a JSON array (`.json`) or JSON lines
+    (anything else); `.gz`, `.bz2`, `.xz` and `.zst` files are decompressed. `label` names the file in record ids (see input_labels);
     by default its base name.
 
     A `.json` file that is not one JSON value is read as JSON lines, since many datasets ship
@@ -192,6 +228,9 @@ def read_file(path: str, label: str | None = None) -> Iterator[Record | Rejectio
     about a file raises.
     """
     label = file_label(path) if label is None else label
+    if path.lower().endswith(PARQUET_EXTENSION):
+        yield from read_parquet(path, label)
+        return
     chunks = _Chunks(path)
     if not _holds_json_array(path):
         yield from _read_lines(chunks, label, chunks)
@@ -243,12 +282,45 @@ def _read_lines(source: Iterable[bytes], label: str, chunks: _Chunks) -> Iterato
 class _ParseFile(beam.DoFn):
     def process(self, file: tuple[str, str]):
         for item in read_file(*file):
-            RECORDS_READ.inc()
-            if isinstance(item, Record):
-                yield item
-            else:
-                RECORDS_REJECTED.inc()
-                yield beam.pvalue.TaggedOutput(REJECTED, item)
+            yield from _routed(item)
+
+
+def _routed(item: Record | Rejection):
+    RECORDS_READ.inc()
+    if isinstance(item, Record):
+        yield item
+    else:
+        RECORDS_REJECTED.inc()
+        yield beam.pvalue.TaggedOutput(REJECTED, item)
+
+
+_COUNTS = "counts"
+
+
+class _ReadFirst(beam.DoFn):
+    """(file number, (path, label)) -> (file number, records before, item) up to the file's
+    `limit`-th record, and (file number, records read) tagged _COUNTS."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def process(self, numbered: tuple[int, tuple[str, str]]):
+        number, file = numbered
+        count = 0
+        for before, item in first_records(read_file(*file), self.limit):
+            count = before + isinstance(item, Record)
+            yield number, before, item
+        yield beam.pvalue.TaggedOutput(_COUNTS, (number, count))
+
+
+def _cuts(counts: list[tuple[int, int]], limit: int) -> list[int | None]:
+    return file_cuts([count for _, count in sorted(counts)], limit)
+
+
+def _keep_first(element: tuple[int, int, Record | Rejection], cuts: list[int | None]):
+    number, before, item = element
+    if is_kept(before, cuts[number]):
+        yield from _routed(item)
 
 
 class ReadRecords(beam.PTransform):
@@ -256,15 +328,22 @@ class ReadRecords(beam.PTransform):
 
     Files are spread over workers (Create reshuffles its elements); the records of one
     file are read by one worker. Record ids name files by their labels among all `paths`.
+    With `limit` (> 0), only the first `limit` records in input order and the rejections
+    before the last of them (transforms/core/limit.py); each file is read up to its
+    `limit`-th record at most.
     """
 
-    def __init__(self, paths: Sequence[str]):
+    def __init__(self, paths: Sequence[str], limit: int = 0):
         super().__init__()
         self.files = sorted(input_labels(paths).items())
+        self.limit = limit
 
     def expand(self, pbegin):
-        return (
-            pbegin
-            | "ListFiles" >> beam.Create(self.files)
-            | "ParseFiles" >> beam.ParDo(_ParseFile()).with_outputs(REJECTED, main=RECORDS)
-        )
+        if not self.limit:
+            files = pbegin | "ListFiles" >> beam.Create(self.files)
+            return files | "ParseFiles" >> beam.ParDo(_ParseFile()).with_outputs(REJECTED, main=RECORDS)
+        numbered = pbegin | "ListFiles" >> beam.Create(list(enumerate(self.files)))
+        read = numbered | "ReadFirst" >> beam.ParDo(_ReadFirst(self.limit)).with_outputs(_COUNTS, main="items")
+        cuts = read[_COUNTS] | "AllCounts" >> beam.combiners.ToList() | "Cuts" >> beam.Map(_cuts, self.limit)
+        keep = beam.ParDo(_keep_first, beam.pvalue.AsSingleton(cuts))
+        return read["items"] | "KeepFirst" >> keep.with_outputs(REJECTED, main=RECORDS)

@@ -248,6 +248,6 @@ def test_missing_output_model_and_previous_are_one_line_errors(tmp_path, tiny_mo
     assert [e.split(": ", 2)[2][:30] for e in errors] == [
         "--output is required",
         "--model is required",
-        f"--model '{tmp_path / 'nowhere'}' is neither"[:30],
+        f"--model: no such directory: {tmp_path / 'nowhere'}"[:30],
         f"--previous '{tmp_path}' holds no manifest"[:30],
     ]

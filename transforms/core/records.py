@@ -35,6 +35,7 @@ REJECT_REASONS = (
     "not_a_json_array",  # a .json file holding one JSON value that is not an array
     "invalid_json_array",  # a .json array broken part way: an element that is not JSON, or no closing ']'
     "trailing_data",  # something other than white space follows the closing ']' of a .json array
+    "corrupt_parquet",  # a .parquet file that is not Parquet, or whose data cannot be decoded part way
     # `mosaic-it select` only:
     "template_mismatch",  # the chat template does not render the response as one piece of the text
     "response_truncated",  # nothing of the response is left within --max-tokens
@@ -49,6 +50,7 @@ FILE_REJECT_REASONS = (
     "not_a_json_array",
     "invalid_json_array",
     "trailing_data",
+    "corrupt_parquet",
 )
 
 # Python's json recurses once per level, and where it gives up depends on how deep the caller's stack
