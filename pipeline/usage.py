@@ -8,7 +8,7 @@ from importlib import metadata
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-from pipeline.runner import LocalRunOptions
+from pipeline.runner import LaunchOptions
 
 PACKAGE = "mosaic-it-beam"
 
@@ -31,7 +31,7 @@ def command_help(command: str, options_class: type[PipelineOptions]) -> str:
         allow_abbrev=False,
     )
     options_class._add_argparse_args(parser)  # pylint: disable=protected-access
-    LocalRunOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+    LaunchOptions._add_argparse_args(parser)  # pylint: disable=protected-access
     parser.add_argument(
         "--config", default=None, help="A recipe: a YAML file of options; flags on the command line override it."
     )
