@@ -162,7 +162,7 @@ def test_a_run_with_a_valid_cache_writes_the_same_files_as_the_run_that_filled_i
     assert outputs(tmp / "again") == outputs(tmp / "first")
 
 
-def test_a_run_with_damaged_entries_recomputes_exactly_those(first_run, caplog):
+def test_a_run_with_damaged_entries_recomputes_them_and_writes_the_same_files(first_run, caplog):
     tmp, select, _ = first_run
     [path] = (tmp / "cache").glob("ifd-*.jsonl")
     data = path.read_bytes()
@@ -174,16 +174,15 @@ def test_a_run_with_damaged_entries_recomputes_exactly_those(first_run, caplog):
     (tmp / "cache" / file_name(b"garbage")).write_bytes(b"\x89PNG\x1a garbage")
     with caplog.at_level(logging.WARNING, logger=score_cache.__name__):
         manifest = select("damaged")
-    assert manifest["counts"]["scores"] == {"computed": 3, "cached": 21, "kept": 0}
+    counts = manifest["counts"]["scores"]
+    # A micro-batch holding a damaged entry is scored whole, as a run without cache scores it.
+    assert counts["computed"] >= 3 and counts["computed"] + counts["cached"] == 24 and counts["kept"] == 0
     assert manifest["cache"]["files_damaged"] == 2 and manifest["cache"]["entries_rejected"] == 4
     warnings = cache_warnings(caplog)
     assert len([w for w in warnings if str(path) in w]) == 1 and len(warnings) == 2
     [written] = manifest["cache"]["files_written"]
     assert {json.loads(line)["key"] for line in Path(written).read_text().splitlines()} == damaged_keys
-    before, after = scores(tmp / "first"), scores(tmp / "damaged")
-    assert after.keys() == before.keys()
-    for record, row in after.items():  # recomputed scores may differ in the last bits, never by the tampering
-        assert row["conditional_loss"] == pytest.approx(before[record]["conditional_loss"], rel=1e-4)
+    assert outputs(tmp / "damaged") == outputs(tmp / "first"), "a partial cache changes no byte of the round"
 
 
 # -- quicktok's import cache

@@ -21,7 +21,7 @@ from transforms.score_cache import CachedLosses
 WINDOW = "window"  # records this round scores
 KEPT = "kept"  # previous rows this round keeps in place
 MISSING = "missing"  # previous rows whose record is not in this round's input
-PENDING = "pending"  # pairs the cache does not hold
+PENDING = "pending"  # micro-batches holding a pair the cache does not hold
 NEW_CACHE = "new_cache"  # (key, CachedLosses) computed by this run
 BATCH_GROUPS = 16  # per length bucket: groups that micro-batches are cut from
 
@@ -140,10 +140,12 @@ class _Prepare(beam.DoFn):
 
 @dataclass(frozen=True)
 class Pending:
-    """One pair to score and every candidate with the same scored text (and so the same key)."""
+    """One pair to score and every candidate with the same scored text (and so the same key), with
+    the cache's losses for it when the cache holds them."""
 
     pair: ScoringPair
     candidates: tuple[Candidate, ...]
+    cached: CachedLosses | None = None
 
 
 @dataclass(frozen=True)
@@ -166,23 +168,34 @@ def scored(candidate: Candidate, losses: CachedLosses, config: ScoringConfig, so
     return Scored(candidate, row, source)
 
 
-class _Lookup(beam.DoFn):
+def _lookup(element) -> Iterable[Pending]:
+    """(key, {pairs, cache}) -> the key's Pending, with its cached losses if any."""
+    _, groups = element
+    waiting = sorted(groups["pairs"], key=lambda item: item[0].window_rank)
+    if waiting:
+        cached = sorted(groups["cache"])
+        yield Pending(waiting[0][1], tuple(candidate for candidate, _ in waiting), cached[0] if cached else None)
+
+
+class _UseCache(beam.DoFn):
+    """A micro-batch -> its scores from the cache when the cache holds every pair of it; else the
+    micro-batch (PENDING), scored whole.
+
+    Micro-batches are cut from all the window's pairs, cached or not, so a pair is always scored in
+    the batch a run without cache scores it in: float results never depend on what the cache held.
+    """
+
     def __init__(self, config: ScoringConfig):
         self.config = config
 
-    def process(self, element):
-        _, groups = element
-        waiting = sorted(groups["pairs"], key=lambda item: item[0].window_rank)
-        if not waiting:
+    def process(self, batch: list[Pending]):
+        cached = [pending.cached for pending in batch if pending.cached is not None]
+        if len(cached) < len(batch):
+            yield beam.pvalue.TaggedOutput(PENDING, batch)
             return
-        cached = sorted(groups["cache"])
-        if cached:
-            for candidate, _ in waiting:
-                yield scored(candidate, cached[0], self.config, "cached")
-        else:
-            yield beam.pvalue.TaggedOutput(
-                PENDING, Pending(waiting[0][1], tuple(candidate for candidate, _ in waiting))
-            )
+        for pending, losses in zip(batch, cached):
+            for candidate in pending.candidates:
+                yield scored(candidate, losses, self.config, "cached")
 
 
 class ResponseLossHandler(ModelHandler[Pending, tuple, Any]):
@@ -254,7 +267,8 @@ class _Finish(beam.DoFn):
             for candidate in pending.candidates:
                 yield beam.pvalue.TaggedOutput(REJECTED, reject(candidate.record, "non_finite_score", detail))
             return
-        yield beam.pvalue.TaggedOutput(NEW_CACHE, (pending.pair.key, losses))
+        if pending.cached is None:
+            yield beam.pvalue.TaggedOutput(NEW_CACHE, (pending.pair.key, losses))
         for candidate in pending.candidates:
             yield scored(candidate, losses, self.config, "computed")
 
@@ -262,10 +276,10 @@ class _Finish(beam.DoFn):
 class ScoreCandidates(beam.PTransform):
     """Candidates -> Scored (main), rejections, and the new cache entries (key, CachedLosses).
 
-    Scores come from the cache when it holds their key; the rest are cut into
-    micro-batches by length and scored by RunInference. Micro-batches are cut from groups
-    fixed by the data (length bucket and key hash), not by bundle, so every runner feeds
-    the model the same batches and gets the same float results.
+    Pairs are cut into micro-batches by length from groups fixed by the data (length bucket and
+    key hash), not by bundle or by what the cache holds, so every runner, with or without a cache,
+    feeds the model the same batches and gets the same float results. A micro-batch whose every
+    pair the cache holds takes its scores from the cache; any other is scored whole by RunInference.
     """
 
     def __init__(self, config: ScoringConfig, cache):
@@ -278,21 +292,22 @@ class ScoreCandidates(beam.PTransform):
             | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=512)
             | "Prepare" >> beam.ParDo(_Prepare(self.config, shared.Shared())).with_outputs(REJECTED, main="pairs")
         )
-        looked_up = (
+        batches = (
             {"pairs": prepared["pairs"], "cache": self.cache}
             | "JoinCache" >> beam.CoGroupByKey()
-            | "Lookup" >> beam.ParDo(_Lookup(self.config)).with_outputs(PENDING, main="cached")
-        )
-        finished = (
-            looked_up[PENDING]
+            | "Lookup" >> beam.FlatMap(_lookup)
             | "KeyByLengthBucket" >> beam.Map(lambda p: (batch_group(p.pair), p))
             | "GroupByLength" >> beam.GroupByKey()
             | "CutMicroBatches" >> beam.FlatMap(_cut_micro_batches, self.config.batch_tokens)
+            | "UseCache" >> beam.ParDo(_UseCache(self.config)).with_outputs(PENDING, main="cached")
+        )
+        finished = (
+            batches[PENDING]
             | "RunInference" >> RunInference(ResponseLossHandler(self.config).with_no_batching())
             | "Finish" >> beam.ParDo(_Finish(self.config)).with_outputs(REJECTED, NEW_CACHE, main="computed")
         )
         return {
-            "scored": (looked_up["cached"], finished["computed"]) | "AllScored" >> beam.Flatten(),
+            "scored": (batches["cached"], finished["computed"]) | "AllScored" >> beam.Flatten(),
             REJECTED: (prepared[REJECTED], finished[REJECTED]) | "ScoringRejected" >> beam.Flatten(),
             NEW_CACHE: finished[NEW_CACHE],
         }
