@@ -143,24 +143,43 @@ def test_a_second_run_into_a_busy_output_refuses_and_the_first_completes(tmp_pat
     folder_matches_manifest(tmp_path / "out")
 
 
-def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
-    data = write_jsonl(tmp_path / "in.jsonl", GOOD)
+def hold(folder: Path, kind: str) -> subprocess.Popen:
+    """A real process that claims `folder` as `kind` (an OutputKind of pipeline.mosaic) and waits."""
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from pipeline.mosaic import MOSAIC_OUTPUT\n"
+            "from pipeline import mosaic\n"
             "from pipeline.ownership import claimed_output\n"
-            "with claimed_output(sys.argv[1], MOSAIC_OUTPUT):\n"
+            "with claimed_output(sys.argv[1], getattr(mosaic, sys.argv[2]), clear=False):\n"
             "    print('held', flush=True); time.sleep(600)",
-            str(tmp_path / "out"),
+            str(folder),
+            kind,
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_run_of_the_same_run_id_refuses(tmp_path):
+    data = write_jsonl(tmp_path / "in.jsonl", GOOD)
+    holder = hold(tmp_path / "out" / "2025-03-01", "RUN_FOLDER_OUTPUT")
+    argv = ["run", "--input", str(data), "--output", str(tmp_path / "out")]
+    try:
+        assert main([*argv, "--run-id", "2025-03-01"]) == EXIT_BUSY
+        assert main([*argv, "--run-id", "2025-03-02"]) == EXIT_OK, "another run id of the same output is free"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
+    data = write_jsonl(tmp_path / "in.jsonl", GOOD)
+    holder = hold(tmp_path / "out", "MOSAIC_OUTPUT")
     assert main(["run", "--input", str(data), "--output", str(tmp_path / "out")]) == EXIT_BUSY
     holder.kill()
     holder.wait()
