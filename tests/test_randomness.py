@@ -34,3 +34,14 @@ def test_a_stream_draws_blake2b_of_its_name_digest_and_a_counter(name, sizes):
 def test_choice_from_nothing_is_an_error():
     with pytest.raises(ValueError):
         HashStream("empty").choice([])
+
+
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=5))
+def test_a_restarted_stream_draws_what_a_fresh_one_draws(lengths):
+    fresh = HashStream(7, "restart")
+    expected = [fresh.bits64() for _ in range(max(lengths))]
+    stream = HashStream(7, "restart")
+    for length in lengths:  # each restart rereads draws already made, and maybe makes new ones
+        again = stream.restarted()
+        assert [again.bits64() for _ in range(length)] == expected[:length]
+    assert [stream.bits64() for _ in range(max(lengths))] == expected

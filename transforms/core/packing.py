@@ -180,6 +180,19 @@ def _interior(measured: Measured) -> int:
     return measured.prompt_part[2]
 
 
+class _Span(NamedTuple):
+    """Group `group`, made of records[first:end]."""
+
+    group: int
+    first: int
+    end: int
+
+
+class _Counted(NamedTuple):
+    composition: Composition
+    n_tokens: int
+
+
 class KeyPacker:
     """Packs the ordered records of one (epoch, key) into samples."""
 
@@ -206,15 +219,15 @@ class _KeyPacking:
         self.records, self.epoch, self.key = records, epoch, key
         self.prompts = [m.prompt for m in records]
         self.prompt_parts = [m.prompt_part for m in records]
+        self.compose_streams: dict[int, HashStream] = {}
+        self.fitted: dict[int, tuple[_Span, _Counted]] = {}  # group -> its last exact count that fit
 
     def samples(self) -> list[Sample]:
         samples: list[Sample] = []
         start, group = 0, 0
         while start < len(self.records):
             plans = self._plan_window(start, group)
-            compositions = [self._compose(*plan) for plan in plans]
-            counts = self._count([plan[1:] for plan in plans], compositions)
-            for (group, first, end), composition, n_tokens in zip(plans, compositions, counts):
+            for (group, first, end), (composition, n_tokens) in zip(plans, self._counted(plans)):
                 shrunk = n_tokens > self.settings.max_length
                 if shrunk:
                     end, composition, n_tokens = self._shrink(group, first, end)
@@ -224,20 +237,31 @@ class _KeyPacking:
                     break
         return samples
 
-    def _plan_window(self, start: int, group: int) -> list[tuple[int, int, int]]:
-        plans: list[tuple[int, int, int]] = []
+    def _plan_window(self, start: int, group: int) -> list[_Span]:
+        plans: list[_Span] = []
         while start < len(self.records) and len(plans) < _WINDOW:
-            end = self._plan_end(group, start)
-            plans.append((group, start, end))
-            start, group = end, group + 1
+            span = self._plan(group, start)
+            plans.append(span)
+            start, group = span.end, group + 1
         return plans
 
-    def _plan_end(self, group: int, start: int) -> int:
-        """Where the group starting at `start` ends: it takes records until it reaches its drawn size
-        or the next record, composed with the group as the group would then be, would not fit.
+    def _counted(self, spans: Sequence[_Span]) -> list[_Counted]:
+        """The spans composed and counted; a span counted while it was planned is not counted again."""
+        kept = [self._counted_when_planned(span) for span in spans]
+        fresh = iter(self._count_spans([span for span, counted in zip(spans, kept) if counted is None]))
+        return [counted or next(fresh) for counted in kept]
+
+    def _counted_when_planned(self, span: _Span) -> _Counted | None:
+        fitted = self.fitted.pop(span.group, None)
+        return fitted[1] if fitted and fitted[0] == span else None
+
+    def _plan(self, group: int, start: int) -> _Span:
+        """The group starting at `start`: it takes records until it reaches its drawn size or the next
+        record, composed with the group as the group would then be, would not fit.
 
         The estimate settles the clear cases, and the interiors of the records' instructions (a lower
-        bound of what they add) the hopeless ones; only the rest are composed and counted exactly.
+        bound of what they add) the hopeless ones; only the rest are composed and counted exactly. The
+        last exact count that fit is kept, since it is often the group's final form.
         """
         settings, records = self.settings, self.records
         target = draw_group_size(
@@ -246,27 +270,33 @@ class _KeyPacking:
         end, total, interiors = start + 1, records[start].n_tokens, _interior(records[start])
         while end < len(records) and (target is None or end - start < target):
             candidate, candidate_interiors = total + records[end].n_tokens, interiors + _interior(records[end])
-            if self.overheads.estimate(candidate, end - start + 1) > settings.max_length and (
-                candidate_interiors > settings.max_length or not self._fits(group, start, end + 1)
-            ):
-                break
+            if self.overheads.estimate(candidate, end - start + 1) > settings.max_length:
+                if candidate_interiors > settings.max_length:
+                    break
+                longer = _Span(group, start, end + 1)
+                [counted] = self._count_spans([longer])
+                if counted.n_tokens > settings.max_length:
+                    break
+                self.fitted[group] = (longer, counted)
             end, total, interiors = end + 1, candidate, candidate_interiors
-        return end
+        return _Span(group, start, end)
 
-    def _fits(self, group: int, first: int, end: int) -> bool:
-        """True when records[first:end], composed as group `group`, fit the budget (counted exactly)."""
-        [n_tokens] = self._count([(first, end)], [self._compose(group, first, end)])
-        return n_tokens <= self.settings.max_length
+    def _count_spans(self, spans: Sequence[_Span]) -> list[_Counted]:
+        compositions = [self._compose(*span) for span in spans]
+        return [_Counted(c, n) for c, n in zip(compositions, self._count(spans, compositions))]
 
     def _compose(self, group: int, first: int, end: int) -> Composition:
-        stream = HashStream(self.settings.seed, self.epoch, self.key, group, "compose")
+        """The group's sample; a group may be composed with several ends, each from the start of its stream."""
+        if group not in self.compose_streams:
+            self.compose_streams[group] = HashStream(self.settings.seed, self.epoch, self.key, group, "compose")
+        stream = self.compose_streams[group].restarted()
         outputs = [m.output for m in self.records[first:end]]
         return compose(self.prompts[first:end], outputs, self.settings.strategy, self.rules, stream)
 
-    def _count(self, spans: Sequence[tuple[int, int]], compositions: Sequence[Composition]) -> list[int]:
+    def _count(self, spans: Sequence[_Span], compositions: Sequence[Composition]) -> list[int]:
         """Exact lengths; the records' own Parts spare recounting most of their text."""
         records, items = self.records, []
-        for (first, end), c in zip(spans, compositions):
+        for (_, first, end), c in zip(spans, compositions):
             output_parts = [records[first + position].output_part for position in c.response_order]
             items.append(
                 (
@@ -281,9 +311,7 @@ class _KeyPacking:
         ends = list(range(end - 1, first, -1))
         for chunk in range(0, len(ends), _SHRINK_CHUNK):
             tried = ends[chunk : chunk + _SHRINK_CHUNK]
-            compositions = [self._compose(group, first, e) for e in tried]
-            counts = self._count([(first, e) for e in tried], compositions)
-            for e, composition, n_tokens in zip(tried, compositions, counts):
+            for e, (composition, n_tokens) in zip(tried, self._count_spans([_Span(group, first, e) for e in tried])):
                 if n_tokens <= self.settings.max_length:
                     return e, composition, n_tokens
         alone = self.records[first]

@@ -6,6 +6,7 @@ draw is a pure function of the seed, the epoch and the key it belongs to.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import MutableSequence, Sequence
 from typing import TypeVar
@@ -47,13 +48,25 @@ class HashStream:
     def __init__(self, *name: object):
         # Draw i is BLAKE2b-64(prefix + i as 8 big-endian bytes); the prefix is hashed in once.
         self._prefixed = hashlib.blake2b(digest("stream", *name), digest_size=8)
+        self._drawn: list[int] = []  # draws made so far, shared with restarted copies
         self._counter = 0
 
+    def restarted(self) -> HashStream:
+        """The same stream from its first draw again; draws already made are not hashed again."""
+        again = copy.copy(self)
+        again._counter = 0
+        return again
+
     def bits64(self) -> int:
-        state = self._prefixed.copy()
-        state.update(self._counter.to_bytes(8, "big"))
+        counter = self._counter
         self._counter += 1
-        return int.from_bytes(state.digest(), "big")
+        if counter < len(self._drawn):
+            return self._drawn[counter]
+        state = self._prefixed.copy()
+        state.update(counter.to_bytes(8, "big"))
+        value = int.from_bytes(state.digest(), "big")
+        self._drawn.append(value)
+        return value
 
     def random(self) -> float:
         """Uniform in [0, 1)."""

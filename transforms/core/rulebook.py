@@ -7,6 +7,7 @@ says how a rule is phrased; the functions here decide what the sample holds.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ OrderFn = Callable[[Sequence[str], HashStream], list[int]]  # instruction texts 
 MaskFn = Callable[[Sequence[str], int, HashStream], list[int]]  # texts, how many to mask -> masked positions
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a text is counted once per group it is drawn in, for several rules and ends
 def words(text: str) -> int:
     return len(text.split())
 
