@@ -220,27 +220,26 @@ def select_report(directory: str, manifest: dict) -> Report:
         "The diversity-adjusted score each pick won with, in pick order: its IFD times the weight its response's terms still had "
         "(with --score-type ifd: its IFD).",
     )
+    ifd = [
+        Plot(
+            "ifd",
+            select_figures.ifd_distribution(scan.ifd, scan.selected_ifd),
+            "IFD of every scored record and of the selected ones, on an axis fitted to the scores; only "
+            "records with IFD < 1 are candidates.",
+        )
+    ]
+    if scan.lengths:  # scores written before response_tokens was recorded have none
+        ifd.append(
+            Plot(
+                "ifd_by_length",
+                select_figures.ifd_by_length(scan.lengths, scan.selected_lengths),
+                "IFD against response_tokens, the response's tokens scored in the conditional text (the model's "
+                f"tokenizer, within --max-tokens); above {select_figures.HEXBIN_FROM:,} records the scored ones "
+                "are drawn as cells shaded by count.",
+            )
+        )
     sections = [
-        Section(
-            "IFD",
-            [
-                Plot(
-                    "ifd",
-                    select_figures.ifd_distribution(scan.ifd, scan.selected_ifd),
-                    "IFD of every scored record and of the selected ones, on an axis fitted to the scores; only "
-                    "records with IFD < 1 are candidates.",
-                ),
-                Plot(
-                    "ifd_by_length",
-                    select_figures.ifd_by_length(
-                        scan.ifd, scan.response_tokens, scan.selected_ifd, scan.selected_response_tokens
-                    ),
-                    "IFD against response_tokens, the response's tokens scored in the conditional text (the model's "
-                    f"tokenizer, within --max-tokens); above {select_figures.HEXBIN_FROM:,} records the scored ones are "
-                    "drawn as cells shaded by count.",
-                ),
-            ],
-        ),
+        Section("IFD", ifd),
         Section("Picks", [picks], _example_picks(scan)),
         Section(
             "Sources",
@@ -260,13 +259,15 @@ def select_report(directory: str, manifest: dict) -> Report:
 
 def _example_picks(scan: SelectScan) -> str:
     """The first and the last picks, with their scores and the start of their instruction."""
+    if not scan.example_picks:
+        return ""
     rows = [
         [
             f"{example.pick:,}",
             example.id,
             f"{example.ifd:.4f}",
             "" if example.score is None else f"{example.score:.4f}",
-            f"{example.response_tokens:,}",
+            "" if example.response_tokens is None else f"{example.response_tokens:,}",
             shortened(example.prompt, PROMPT_CHARS),
         ]
         for example in scan.example_picks

@@ -228,16 +228,17 @@ class PickExample:
     id: str
     ifd: float
     score: float | None
-    response_tokens: int
+    response_tokens: int | None
     prompt: str  # its first PROMPT_CHARS + 1 characters
 
 
 @dataclass
 class SelectScan:
     ifd: list[float] = field(default_factory=list)  # every scored record
-    response_tokens: list[int] = field(default_factory=list)  # of every scored record, as `ifd`
+    # (response_tokens, IFD) of every scored record and of the selected ones, where the scores say
+    lengths: list[tuple[int, float]] = field(default_factory=list)
+    selected_lengths: list[tuple[int, float]] = field(default_factory=list)
     selected_ifd: list[float] = field(default_factory=list)  # the selected records, in pick order
-    selected_response_tokens: list[int] = field(default_factory=list)  # as `selected_ifd`
     example_picks: list[PickExample] = field(default_factory=list)  # the first and last picks
     pick_scores: list[float] = field(default_factory=list)  # diversity-adjusted score at each pick
     rounds: Counter = field(default_factory=Counter)
@@ -264,7 +265,8 @@ def scan_select(
     for row in scores:
         scored[row[SCORE_ID]] = row
         scan.ifd.append(row[SCORE_IFD])
-        scan.response_tokens.append(row[SCORE_RESPONSE_TOKENS])
+        if row.get(SCORE_RESPONSE_TOKENS) is not None:
+            scan.lengths.append((row[SCORE_RESPONSE_TOKENS], row[SCORE_IFD]))
         scan.rounds[row[SCORE_ROUND]] += 1
     prompts = {row["id"]: _prompt_start(row) for row in selected}  # the picks' records, in pick order
     chosen = set(prompts)
@@ -272,7 +274,8 @@ def scan_select(
     for record_id in prompts:
         if record_id in scored:
             scan.selected_ifd.append(scored[record_id][SCORE_IFD])
-            scan.selected_response_tokens.append(scored[record_id][SCORE_RESPONSE_TOKENS])
+            if scored[record_id].get(SCORE_RESPONSE_TOKENS) is not None:
+                scan.selected_lengths.append((scored[record_id][SCORE_RESPONSE_TOKENS], scored[record_id][SCORE_IFD]))
     listed = False
     for row in order:
         listed = True
@@ -305,7 +308,7 @@ def _keep_example(examples: list[PickExample], row: dict, prompt: str) -> None:
         row[ORDER_ID],
         row[SCORE_IFD],
         row.get(ORDER_PICK_SCORE),
-        row[SCORE_RESPONSE_TOKENS],
+        row.get(SCORE_RESPONSE_TOKENS),
         prompt,
     )
     if len(examples) == 2 * EXAMPLE_PICKS:

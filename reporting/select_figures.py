@@ -55,10 +55,9 @@ def ifd_distribution(ifd: Sequence[float], selected_ifd: Sequence[float]) -> Fig
 
 
 @styled
-def ifd_by_length(
-    ifd: Sequence[float], response_tokens: Sequence[int], selected_ifd: Sequence[float], selected_tokens: Sequence[int]
-) -> Figure:
-    """IFD against the response's length in tokens, every scored record and the selected ones."""
+def ifd_by_length(scored: Sequence[tuple[int, float]], selected: Sequence[tuple[int, float]]) -> Figure:
+    """IFD against the response's length in tokens, (response_tokens, IFD) of every scored record and the selected ones."""
+    response_tokens, ifd = [n for n, _ in scored], [value for _, value in scored]
     figure = new_figure(8, 4.2)
     ax = figure.subplots()
     low, high = fitted_range(ifd)
@@ -81,13 +80,13 @@ def ifd_by_length(
         if logarithmic:
             ax.set_xscale("log")
     ax.scatter(
-        selected_tokens,
-        selected_ifd,
+        [n for n, _ in selected],
+        [value for _, value in selected],
         s=14,
         color=SELECTED,
         edgecolors="white",
         linewidths=0.4,
-        label=f"selected ({len(selected_ifd):,})",
+        label=f"selected ({len(selected):,})",
     )
     _ifd_one(ax, low, high, vertical=False)
     ax.set_ylim(low, high)
