@@ -98,18 +98,6 @@ def ifd_by_length(scored: Sequence[tuple[int, float]], selected: Sequence[tuple[
 
 
 @styled
-def pick_scores(scores: Sequence[float], label: str) -> Figure:
-    """The score of each pick, in pick order."""
-    figure = new_figure(8, 3.2)
-    ax = figure.subplots()
-    ax.plot(range(1, len(scores) + 1), scores, color=SELECTED, linewidth=1)
-    ax.set_xlabel("pick")
-    ax.set_ylabel(label)
-    ax.set_title(f"{label} of the picks, in pick order")
-    return figure
-
-
-@styled
 def selected_per_source(per_source: Mapping[str, Sequence[int]]) -> Figure:
     """Selected fraction per source file (the largest sources when there are many)."""
     largest = sorted(per_source.items(), key=lambda item: (-item[1][1], item[0]))[:MAX_SOURCES]
@@ -123,4 +111,16 @@ def selected_per_source(per_source: Mapping[str, Sequence[int]]) -> Figure:
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel("selected fraction")
     ax.set_title(f"Selected fraction per source file{shown}")
+    return figure
+
+
+@styled
+def pick_scores(scores: Sequence[float], label: str) -> Figure:
+    """The score of each pick, in pick order."""
+    figure = new_figure(8, 3.2)
+    ax = figure.subplots()
+    ax.plot(range(1, len(scores) + 1), scores, color=SELECTED, linewidth=1)
+    ax.set_xlabel("pick")
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} of the picks, in pick order")
     return figure
