@@ -1,11 +1,12 @@
 """The inputs of a finished mosaic run, read again: which file each record id comes from, and
 each record's length alone under the run's tokenizer and length template (the length the run
-compared with --max-length). Counting 55k records this way takes about a second with quicktok."""
+compared with --max-length). Reading and counting the 55k T0 records takes a few seconds with quicktok."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -26,8 +27,12 @@ class InputRecords:
     lengths: dict[str, list[int]] = field(default_factory=dict)  # file label -> tokens of each record alone
     missing: list[str] = field(default_factory=list)  # inputs no longer there: their records are not counted
 
+    @cached_property
+    def _labels(self) -> set[str]:
+        return set(self.files)
+
     def file_of(self, record_id: str) -> str:
-        return self.file_by_id.get(record_id) or source_of(record_id, set(self.files))
+        return self.file_by_id.get(record_id) or source_of(record_id, self._labels)
 
 
 def read_inputs(inputs: Sequence[str], tokenizer: str, length_template: str) -> InputRecords:
