@@ -340,3 +340,21 @@ def test_the_select_report_shows_ifd_by_length_and_the_first_and_last_picks(sele
         ]
         for row in shown
     ]
+
+
+def test_a_report_whose_inputs_are_gone_says_so_and_draws_no_lengths(run_dir):
+    from reporting.report import mosaic_report
+
+    manifest = dict(
+        _manifest(run_dir), inputs=["/nowhere/alpaca_en_demo.json", "/nowhere/glaive_toolcall_en_demo.json"]
+    )
+    report = mosaic_report(str(run_dir), manifest)
+    assert (
+        report.notes[0]
+        == "The input /nowhere/alpaca_en_demo.json is gone: its records are left out of the input record lengths."
+    )
+    (inputs,) = [section for section in report.sections if section.title == "Inputs"]
+    assert [plot.name for plot in inputs.plots] == ["input_mix"]
+    # The default ids still name the files.
+    files = {row[0]: row[1] for row in _table(inputs.html, "file")}
+    assert files == {"alpaca_en_demo.json": "999", "glaive_toolcall_en_demo.json": "300"}
