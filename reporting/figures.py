@@ -15,11 +15,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 from matplotlib.typing import RcKeyType
 
+from reporting.run_stats import FileMix, StrategyShare
 from transforms.core.rulebook import MASK_RULES
+from transforms.core.strategies import SAMPLE_KINDS
 from transforms.core.wrap import size_pmf
 
 MAX_EPOCH_PANELS = 12
 MAX_SOURCES = 25
+BINS = 60
 OBSERVED, EXPECTED, BUDGET, SELECTED = "#4C72B0", "#222222", "#C44E52", "#DD8452"
 STRATEGY_COLOURS = {"primary": "#8C8C8C", "format": "#4C72B0", "permute": "#8172B3", "maskout": "#55A868"}
 _STYLE: dict[RcKeyType, Any] = {
@@ -31,7 +34,7 @@ _STYLE: dict[RcKeyType, Any] = {
 }
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
@@ -43,7 +46,7 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _styled(draw):
+def styled(draw):
     """Runs a drawing function under the report's style, without touching matplotlib's global settings."""
 
     @functools.wraps(draw)
@@ -54,13 +57,13 @@ def _styled(draw):
     return wrapper
 
 
-@_styled
+@styled
 def group_sizes(per_epoch: Mapping[int, Counter], wrap_mode: str, wrap_max: int) -> Figure:
     """Share of samples per group size in each epoch, with the target distribution of --wrap-mode."""
     epochs = sorted(per_epoch)[:MAX_EPOCH_PANELS]
     columns = min(4, max(1, len(epochs)))
     rows = max(1, math.ceil(len(epochs) / columns))
-    figure = _figure(max(8.0, 2.6 * columns + 0.6), 2.2 * rows + 1.2)
+    figure = new_figure(max(8.0, 2.6 * columns + 0.6), 2.2 * rows + 1.2)
     axes = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).ravel()
     pmf = size_pmf(wrap_mode, wrap_max)
     largest = max([wrap_max, *(size for sizes in per_epoch.values() for size in sizes)])
@@ -93,10 +96,10 @@ def group_sizes(per_epoch: Mapping[int, Counter], wrap_mode: str, wrap_max: int)
     return figure
 
 
-@_styled
+@styled
 def token_lengths(n_tokens: Mapping[int, int], budget: int, summary: Mapping[str, int]) -> Figure:
     """Histogram of `n_tokens` with the budget line."""
-    figure = _figure(8, 3.4)
+    figure = new_figure(8, 3.4)
     ax = figure.subplots()
     ax.hist(list(n_tokens), bins=40, range=(0, budget), weights=list(n_tokens.values()), color=OBSERVED)
     ax.axvline(budget, color=BUDGET, linestyle="--", linewidth=1.5, label=f"budget {budget:,}")
@@ -111,12 +114,12 @@ def token_lengths(n_tokens: Mapping[int, int], budget: int, summary: Mapping[str
     return figure
 
 
-@_styled
+@styled
 def strategies(strategy: Mapping[str, int], rule: Mapping[str, int]) -> Figure:
     """Samples per strategy, and per rule, coloured by the strategy that draws the rule."""
-    figure = _figure(9, 3.8)
-    left, right = figure.subplots(1, 2, width_ratios=[1, 2])
-    names = sorted(strategy)
+    figure = new_figure(9, 3.8)
+    left, right = figure.subplots(1, 2, width_ratios=[1.3, 2])
+    names = [name for name in SAMPLE_KINDS if name in strategy]
     left.bar(names, [strategy[name] for name in names], color=[STRATEGY_COLOURS.get(name, OBSERVED) for name in names])
     left.set_title("samples per strategy")
     used = sorted(((name, n) for name, n in rule.items() if name != "none"), key=lambda item: item[1])
@@ -127,11 +130,11 @@ def strategies(strategy: Mapping[str, int], rule: Mapping[str, int]) -> Figure:
     return figure
 
 
-@_styled
+@styled
 def rejections(counts: Mapping[str, int]) -> Figure:
     """Rejected records per reason."""
     ranked = sorted(counts.items(), key=lambda item: item[1])
-    figure = _figure(8, 0.4 * len(ranked) + 1.2)
+    figure = new_figure(8, 0.4 * len(ranked) + 1.2)
     ax = figure.subplots()
     ax.barh([name for name, _ in ranked], [n for _, n in ranked], color=BUDGET)
     for position, (_, n) in enumerate(ranked):
@@ -141,48 +144,141 @@ def rejections(counts: Mapping[str, int]) -> Figure:
     return figure
 
 
-@_styled
-def ifd_distribution(ifd: Sequence[float], selected_ifd: Sequence[float]) -> Figure:
-    """IFD of every scored record and of the selected ones; IFD < 1 are the candidates."""
-    figure = _figure(8, 3.4)
+@styled
+def input_mix(mix: Sequence[FileMix]) -> Figure:
+    """Records of each input file, packed or rejected, and the samples holding them."""
+    largest = sorted(mix, key=lambda row: (-row.records, -row.rejected, row.file))[:MAX_SOURCES]
+    largest.reverse()
+    figure = new_figure(8, 0.3 * len(largest) + 1.5)
     ax = figure.subplots()
-    ordered = sorted(ifd)
-    high = max(1.2, ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1.05) if ordered else 1.2
-    clipped = sum(value > high for value in ordered)
-    ax.hist(ifd, bins=50, range=(0, high), color=OBSERVED, label=f"scored ({len(ifd):,})")
-    ax.hist(selected_ifd, bins=50, range=(0, high), color=SELECTED, label=f"selected ({len(selected_ifd):,})")
-    ax.axvline(1.0, color=BUDGET, linestyle="--", linewidth=1.5, label="IFD = 1 (candidates are below)")
-    ax.set_xlabel("IFD" + (f" ({clipped:,} records above {high:.2f} not shown)" if clipped else ""))
-    ax.set_ylabel("records")
-    ax.set_title("IFD distribution")
-    ax.legend(fontsize=8)
+    names = [row.file for row in largest]
+    packed = [row.records - row.rejected for row in largest]
+    ax.barh(names, packed, color=OBSERVED, label="packed (in one sample per epoch)")
+    ax.barh(names, [row.rejected for row in largest], left=packed, color=BUDGET, label="rejected")
+    for position, row in enumerate(largest):
+        ax.annotate(
+            f" {row.records:,} records · {row.samples:,} samples", (row.records, position), va="center", fontsize=7
+        )
+    ax.set_xlim(0, max((row.records for row in largest), default=1) * 1.45)
+    shown = f" ({MAX_SOURCES} largest of {len(mix)} files)" if len(mix) > MAX_SOURCES else ""
+    ax.set_xlabel("input records")
+    ax.set_title(f"Input records per file{shown}")
+    figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
     return figure
 
 
-@_styled
-def pick_scores(scores: Sequence[float], label: str) -> Figure:
-    """The score of each pick, in pick order."""
-    figure = _figure(8, 3.2)
+@styled
+def record_lengths(lengths: Sequence[int], budget: int) -> Figure:
+    """Tokens of each input record alone, against the budget; those over it are rejected."""
+    figure = new_figure(8, 3.4)
     ax = figure.subplots()
-    ax.plot(range(1, len(scores) + 1), scores, color=SELECTED, linewidth=1)
-    ax.set_xlabel("pick")
-    ax.set_ylabel(label)
-    ax.set_title(f"{label} of the picks, in pick order")
+    high = max([budget, *lengths]) * 1.03
+    over = [n for n in lengths if n > budget]
+    per_budget = max(1, round(BINS * budget / high))  # the budget falls on a bin edge
+    bins = [budget * i / per_budget for i in range(math.ceil(high * per_budget / budget) + 1)]
+    ax.hist(
+        [n for n in lengths if n <= budget],
+        bins=bins,
+        color=OBSERVED,
+        label=f"within the budget ({len(lengths) - len(over):,})",
+    )
+    if over:
+        ax.hist(over, bins=bins, color=BUDGET, label=f"over the budget: rejected ({len(over):,})")
+        ax.set_yscale("log")  # a few rejected records stay visible next to the many kept
+    ax.axvline(budget, color=BUDGET, linestyle="--", linewidth=1.5, label=f"budget {budget:,}")
+    median = sorted(lengths)[len(lengths) // 2] if lengths else 0
+    ax.axvline(median, color=EXPECTED, linestyle=":", linewidth=1, label=f"median {median:,}")
+    ax.set_xlim(0, high)
+    ax.set_xlabel("tokens of the record alone (as the run measured it against --max-length)")
+    ax.set_ylabel("records" + (" (log scale)" if over else ""))
+    ax.set_title("Input record lengths")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     return figure
 
 
-@_styled
-def selected_per_source(per_source: Mapping[str, Sequence[int]]) -> Figure:
-    """Selected fraction per source file (the largest sources when there are many)."""
-    largest = sorted(per_source.items(), key=lambda item: (-item[1][1], item[0]))[:MAX_SOURCES]
-    largest.sort(key=lambda item: item[1][0] / item[1][1])
-    figure = _figure(8, 0.28 * len(largest) + 1.4)
+@styled
+def tokens_per_strategy(tokens_by_strategy: Mapping[str, Counter], budget: int) -> Figure:
+    """n_tokens of the samples of each strategy, and each strategy's share of samples and of tokens."""
+    names = [name for name in SAMPLE_KINDS if name in tokens_by_strategy]
+    figure = new_figure(9, 3.6)
+    left, right = figure.subplots(1, 2, width_ratios=[3, 2])
+    values = [list(tokens_by_strategy[name].elements()) for name in names]
+    boxes = left.boxplot(
+        values,
+        orientation="horizontal",
+        whis=(5, 95),
+        showfliers=False,
+        patch_artist=True,
+        medianprops={"color": EXPECTED},
+    )
+    for patch, name in zip(boxes["boxes"], names):
+        patch.set_facecolor(STRATEGY_COLOURS.get(name, OBSERVED))
+    left.set_yticks(range(1, len(names) + 1), names)
+    left.axvline(budget, color=BUDGET, linestyle="--", linewidth=1.5, label=f"budget {budget:,}")
+    left.set_xlim(0, budget * 1.05)
+    left.set_xlabel("tokens per sample (whiskers: 5th and 95th percentiles)")
+    left.set_title("tokens per sample")
+    samples = [sum(counts.values()) for counts in map(tokens_by_strategy.get, names) if counts]
+    tokens = [sum(n * count for n, count in tokens_by_strategy[name].items()) for name in names]
+    positions = range(len(names))
+    right.barh(
+        [p + 0.2 for p in positions],
+        [n / sum(samples) for n in samples],
+        height=0.4,
+        color="#BBBBBB",
+        label="share of samples",
+    )
+    right.barh(
+        [p - 0.2 for p in positions],
+        [n / sum(tokens) for n in tokens],
+        height=0.4,
+        color=OBSERVED,
+        label="share of tokens",
+    )
+    right.set_yticks(positions, names)
+    right.xaxis.set_major_formatter(PercentFormatter(1.0))
+    right.set_title("share of samples and of tokens")
+    figure.legend(
+        *[a + b for a, b in zip(left.get_legend_handles_labels(), right.get_legend_handles_labels())],
+        loc="outside lower center",
+        ncols=3,
+        fontsize=8,
+    )
+    return figure
+
+
+@styled
+def strategy_shares(shares: Sequence[StrategyShare], strategy: str) -> Figure:
+    """Each kind's share of samples: as drawn, as expected once groups of one are counted, as written."""
+    figure = new_figure(8, 3.4)
     ax = figure.subplots()
-    ax.barh([name for name, _ in largest], [chosen / total for _, (chosen, total) in largest], color=SELECTED)
-    for position, (_, (chosen, total)) in enumerate(largest):
-        ax.annotate(f" {chosen:,}/{total:,}", (chosen / total, position), va="center", fontsize=7)
-    shown = f" ({MAX_SOURCES} largest of {len(per_source)} sources)" if len(per_source) > MAX_SOURCES else ""
-    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_xlabel("selected fraction")
-    ax.set_title(f"Selected fraction per source file{shown}")
+    positions = range(len(shares))
+    ax.bar(
+        [p - 0.27 for p in positions],
+        [s.drawn for s in shares],
+        width=0.27,
+        color="#DDDDDD",
+        label=f"drawn by --strategy {strategy}",
+    )
+    ax.bar(
+        positions,
+        [s.expected for s in shares],
+        width=0.27,
+        color="#999999",
+        label="expected (groups of one record are format)",
+    )
+    ax.bar(
+        [p + 0.27 for p in positions],
+        [s.observed for s in shares],
+        width=0.27,
+        color=OBSERVED,
+        label="observed",
+    )
+    for position, share in zip(positions, shares):
+        ax.annotate(f"{share.observed:.1%}", (position + 0.27, share.observed), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(positions, [s.kind for s in shares])
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_ylabel("share of samples")
+    ax.set_title("Strategy shares: expected and observed")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     return figure

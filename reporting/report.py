@@ -6,68 +6,62 @@ next to it as PNG files.
 
 from __future__ import annotations
 
-import base64
-import html
-import json
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.errors import CommandParser, UsageError
-from reporting import figures, inspection, outputs
+from reporting import figures, inspection, outputs, select_figures
+from reporting.input_records import InputRecords, read_inputs
+from reporting.page import (
+    Plot,
+    Report,
+    Section,
+    escape,
+    html_table,
+    rejections_section,
+    render_html,
+    shortened,
+)
 from reporting.run_stats import (
+    PROMPT_CHARS,
     Rejections,
+    SampleScan,
     SelectScan,
+    input_mix,
     mosaic_table,
     scan_rejected,
     scan_samples,
     scan_select,
     select_table,
+    strategy_shares,
 )
 from transforms.files import write_atomically
 from transforms.manifest import SELECT_TOOL, token_summary
 
 REPORT_FOLDER = "report"
-RECORD_CHARS = 300
-
-
-@dataclass(frozen=True)
-class Plot:
-    name: str  # file name, without .png
-    png: bytes
-    caption: str
-
-
-@dataclass
-class Section:
-    title: str
-    plots: list[Plot] = field(default_factory=list)
-    html: str = ""
-
-
-@dataclass
-class Report:
-    manifest: dict
-    table: str
-    sections: list[Section]
-    notes: list[str] = field(default_factory=list)
 
 
 def mosaic_report(directory: str, manifest: dict) -> Report:
     counts, options = manifest["counts"], manifest["options"]
-    scan = scan_samples(outputs.samples(directory))
+    found = read_inputs(manifest["inputs"], manifest["tokenizer"], manifest["length_template"])
+    scan = scan_samples(outputs.samples(directory), found.file_of)
     rejections = scan_rejected(outputs.rejected(directory))
-    notes = []
+    notes = [
+        f"The input {path} is gone: its records are left out of the input record lengths." for path in found.missing
+    ]
     if scan.samples != counts["samples"] or sum(rejections.counts.values()) != counts["records_rejected"]:
         notes.append(
             f"The files hold {scan.samples:,} samples and {sum(rejections.counts.values()):,} rejections, "
             f"the manifest counts {counts['samples']:,} and {counts['records_rejected']:,}: the folder changed after the run."
         )
+    inputs = _inputs_section(manifest, scan, rejections, found)
     if not scan.samples:
-        sections = [Section("Samples", html="<p>The run wrote no sample.</p>"), _rejections_section(rejections)]
+        sections = [inputs, Section("Samples", html="<p>The run wrote no sample.</p>"), rejections_section(rejections)]
         return Report(manifest, mosaic_table(manifest), sections, notes)
     sections = [
+        inputs,
         Section(
             "Group sizes",
             [
@@ -88,23 +82,117 @@ def mosaic_report(directory: str, manifest: dict) -> Report:
                     figures.token_lengths(scan.n_tokens, options["max_length"], token_summary(scan.n_tokens)),
                     f"n_tokens of every sample, counted with {manifest['tokenizer']} and the "
                     f"'{manifest['length_template']}' length template, against the --max-length budget.",
-                )
-            ],
-        ),
-        Section(
-            "Strategies and rules",
-            [
+                ),
                 Plot(
-                    "strategies",
-                    figures.strategies(counts["strategy"], counts["rule"]),
-                    "A permute or maskout draw whose rule cannot apply to the group becomes a plain format sample.",
-                )
+                    "tokens_per_strategy",
+                    figures.tokens_per_strategy(scan.tokens_by_strategy, options["max_length"]),
+                    "Left: n_tokens of the samples of each strategy (box: quartiles and median). Right: each "
+                    "strategy's share of the samples and of all their tokens.",
+                ),
             ],
         ),
-        _rejections_section(rejections),
+        _strategies_section(manifest, scan),
+        rejections_section(rejections),
         Section("Samples", html=_excerpts(directory, manifest)),
     ]
     return Report(manifest, mosaic_table(manifest), sections, notes)
+
+
+def _inputs_section(manifest: dict, scan: SampleScan, rejections: Rejections, found: InputRecords) -> Section:
+    mix = input_mix(found.files, scan, rejections, found.file_of, manifest["options"]["epochs"])
+    lengths = [n for file_lengths in found.lengths.values() for n in file_lengths]
+    rows = [
+        [
+            row.file,
+            f"{row.records:,}",
+            f"{row.rejected:,}",
+            f"{row.over_budget:,}",
+            f"{row.samples:,}",
+            f"{row.slot_share:.1%}",
+            *_length_cells(found.lengths.get(row.file, [])),
+        ]
+        for row in mix
+    ]
+    header = ["file", "records", "rejected", "over budget", "samples", "share of placed records"]
+    header += ["median tokens", "max tokens"]
+    plots = [
+        Plot(
+            "input_mix",
+            figures.input_mix(mix),
+            "Records read from each input file, packed or rejected, and how many samples (all epochs) hold at "
+            "least one of them. A record's file is found by its id in the inputs, read again.",
+        )
+    ]
+    if lengths:
+        plots.append(_record_lengths_plot(manifest, lengths, rejections.counts.get("over_budget", 0)))
+    return Section(
+        "Inputs",
+        plots,
+        "<p>Per input file. Over budget: rejected as alone longer than --max-length. Samples: samples of all "
+        "epochs holding at least one of its records. Share of placed records: of all the records the samples "
+        "hold. Tokens: of each record alone.</p>\n" + html_table(header, rows, numeric=range(1, len(header))),
+    )
+
+
+def _record_lengths_plot(manifest: dict, lengths: list[int], rejected_over: int) -> Plot:
+    budget = manifest["options"]["max_length"]
+    over = sum(n > budget for n in lengths)
+    agreement = f"the rejected file lists {rejected_over:,} over_budget records" + (
+        "" if over == rejected_over else f", the recount finds {over:,} (the inputs changed since the run)"
+    )
+    return Plot(
+        "record_lengths",
+        figures.record_lengths(lengths, budget),
+        f"Every input record that parsed, counted alone again with {manifest['tokenizer']} and the "
+        f"'{manifest['length_template']}' length template: the length the run compared with --max-length. "
+        f"Those over it are rejected as over_budget; {agreement}.",
+    )
+
+
+def _length_cells(lengths: list[int]) -> list[str]:
+    if not lengths:
+        return ["", ""]
+    ordered = sorted(lengths)
+    return [f"{ordered[len(ordered) // 2]:,}", f"{ordered[-1]:,}"]
+
+
+def _strategies_section(manifest: dict, scan: SampleScan) -> Section:
+    counts, strategy = manifest["counts"], manifest["options"]["strategy"]
+    sizes: Counter = Counter()
+    for per_epoch in scan.group_sizes.values():
+        sizes.update(per_epoch)
+    shares = strategy_shares(strategy, sizes, counts["strategy"])
+    rows = [
+        [
+            share.kind,
+            f"{share.drawn:.1%}",
+            f"{share.expected:.1%}",
+            f"{share.observed:.1%}",
+            f"{counts['strategy'].get(share.kind, 0):,}",
+        ]
+        for share in shares
+    ]
+    return Section(
+        "Strategies and rules",
+        [
+            Plot(
+                "strategies",
+                figures.strategies(counts["strategy"], counts["rule"]),
+                "A permute or maskout draw whose rule cannot apply to the group becomes a plain format sample.",
+            ),
+            Plot(
+                "strategy_shares",
+                figures.strategy_shares(shares, strategy),
+                f"--strategy {strategy} draws each of its kinds with equal odds (drawn). A group of one record is "
+                "written as a format sample whatever was drawn, so the expected shares count the run's groups of "
+                "one. The rest of the gap is the budget's and the rules' doing: a group no drawn rule applies to "
+                "becomes a format sample; a lone record too long for any format is written in its plain (primary) "
+                "form; a maskout sample leaves responses out, so it is shorter and is cut down to one record (a format "
+                "sample) less often than the others.",
+            ),
+        ],
+        html_table(["strategy", "drawn", "expected", "observed", "samples"], rows, numeric=range(1, 5)),
+    )
 
 
 def _scan_select_run(directory: str, manifest: dict) -> tuple[SelectScan, Rejections]:
@@ -128,61 +216,64 @@ def select_report(directory: str, manifest: dict) -> Report:
     scan, rejections = _scan_select_run(directory, manifest)
     picks = Plot(
         "pick_scores",
-        figures.pick_scores(scan.pick_scores, "diversity-adjusted score"),
+        select_figures.pick_scores(scan.pick_scores, "diversity-adjusted score"),
         "The diversity-adjusted score each pick won with, in pick order: its IFD times the weight its response's terms still had "
         "(with --score-type ifd: its IFD).",
     )
+    ifd = [
+        Plot(
+            "ifd",
+            select_figures.ifd_distribution(scan.ifd, scan.selected_ifd),
+            "IFD of every scored record and of the selected ones, on an axis fitted to the scores; only "
+            "records with IFD < 1 are candidates.",
+        )
+    ]
+    if scan.lengths:  # scores written before response_tokens was recorded have none
+        ifd.append(
+            Plot(
+                "ifd_by_length",
+                select_figures.ifd_by_length(scan.lengths, scan.selected_lengths),
+                "IFD against response_tokens, the response's tokens scored in the conditional text (the model's "
+                f"tokenizer, within --max-tokens); above {select_figures.HEXBIN_FROM:,} records the scored ones "
+                "are drawn as cells shaded by count.",
+            )
+        )
     sections = [
-        Section(
-            "IFD",
-            [
-                Plot(
-                    "ifd",
-                    figures.ifd_distribution(scan.ifd, scan.selected_ifd),
-                    "IFD of every scored record and of the selected ones; only records with IFD < 1 are candidates.",
-                )
-            ],
-        ),
-        Section("Picks", [picks]),
+        Section("IFD", ifd),
+        Section("Picks", [picks], _example_picks(scan)),
         Section(
             "Sources",
             [
                 Plot(
                     "selected_per_source",
-                    figures.selected_per_source(scan.per_source),
+                    select_figures.selected_per_source(scan.per_source),
                     "Selected records over all records, per input file (ids of the form <file name>:<index>; "
                     "other ids count as 'unknown source').",
                 )
             ],
         ),
-        _rejections_section(rejections),
+        rejections_section(rejections),
     ]
     return Report(manifest, select_table(manifest, scan, rejections), sections)
 
 
-def _rejections_section(rejections: Rejections) -> Section:
-    if not rejections.counts:
-        return Section("Rejected records", html="<p>No record was rejected.</p>")
-    parts = []
-    for reason, n in sorted(rejections.counts.items(), key=lambda item: (-item[1], item[0])):
-        rows = "".join(
-            f"<tr><td>{_e(row['source'])}</td><td>{_e(row['detail'])}</td><td><code>{_e(_short(row['record']))}</code></td></tr>"
-            for row in rejections.examples[reason]
-        )
-        parts.append(
-            f"<h3>{_e(reason)}: {n:,}</h3>\n<table><tr><th>source</th><th>detail</th><th>record</th></tr>{rows}</table>"
-        )
-    return Section(
-        "Rejected records",
+def _example_picks(scan: SelectScan) -> str:
+    """The first and the last picks, with their scores and the start of their instruction."""
+    if not scan.example_picks:
+        return ""
+    rows = [
         [
-            Plot(
-                "rejected",
-                figures.rejections(rejections.counts),
-                "Every input record is in an output or here, with its reason.",
-            )
-        ],
-        "\n".join(parts),
-    )
+            f"{example.pick:,}",
+            example.id,
+            f"{example.ifd:.4f}",
+            "" if example.score is None else f"{example.score:.4f}",
+            "" if example.response_tokens is None else f"{example.response_tokens:,}",
+            shortened(example.prompt, PROMPT_CHARS),
+        ]
+        for example in scan.example_picks
+    ]
+    header = ["pick", "id", "IFD", "pick score", "response tokens", f"instruction (first {PROMPT_CHARS} characters)"]
+    return "<p>The first and the last picks.</p>\n" + html_table(header, rows, numeric=(0, 2, 3, 4))
 
 
 def _excerpts(directory: str, manifest: dict) -> str:
@@ -196,54 +287,7 @@ def _excerpts(directory: str, manifest: dict) -> str:
     chosen = [firsts[name] for name in sorted(firsts)]
     texts = inspection.render_samples(directory, manifest, chosen)
     return "<p>The first sample of each strategy, as <code>mosaic-it inspect</code> prints it.</p>\n" + "\n".join(
-        f"<pre>{_e(text)}</pre>" for text in texts
-    )
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= RECORD_CHARS else text[: RECORD_CHARS - 1] + "…"
-
-
-def _e(text) -> str:
-    return html.escape(str(text))
-
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
-pre { background: #f6f6f6; padding: 0.8em; white-space: pre-wrap; font-size: 0.85em; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
-td, th { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
-img { max-width: 100%; }
-figcaption, .note { color: #555; font-size: 0.9em; }
-.note { background: #fff4e5; padding: 0.5em; }
-"""
-
-
-def render_html(report: Report, directory: str) -> str:
-    manifest = report.manifest
-    body = [f"<h1>{_e(manifest['tool'])} report</h1>", f"<p><code>{_e(directory)}</code></p>"]
-    body += [f"<p class='note'>{_e(note)}</p>" for note in report.notes]
-    body.append(f"<h2>Summary</h2>\n<pre>{_e(report.table)}</pre>")
-    for section in report.sections:
-        body.append(f"<h2>{_e(section.title)}</h2>")
-        for plot in section.plots:
-            data = base64.b64encode(plot.png).decode("ascii")
-            body.append(
-                f"<figure><img src='data:image/png;base64,{data}' alt='{_e(plot.name)}'>"
-                f"<figcaption>{_e(plot.caption)} ({_e(plot.name)}.png)</figcaption></figure>"
-            )
-        body.append(section.html)
-    options = "".join(
-        f"<tr><th>{_e(k)}</th><td>{_e(json.dumps(v))}</td></tr>" for k, v in manifest.get("options", {}).items()
-    )
-    versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in manifest.get("versions", {}).items())
-    body.append(f"<h2>Options</h2>\n<table>{options}</table>")
-    if versions:
-        body.append(f"<p>Versions: {versions}</p>")
-    title = f"{manifest['tool']} report"
-    return (
-        f"<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n<title>{_e(title)}</title>\n"
-        f"<style>{_STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+        f"<pre>{escape(text)}</pre>" for text in texts
     )
 
 

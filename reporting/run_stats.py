@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from transforms.core.decoding import input_labels
+from transforms.core.records import prompt_of
+from transforms.core.strategies import KIND_CHOICES, SAMPLE_KINDS
 from transforms.core.wrap import size_pmf
 
 EXAMPLES_PER_REASON = 3
@@ -20,9 +22,11 @@ _WIDTH = 100
 class Rejections:
     counts: Counter = field(default_factory=Counter)  # reason -> rejected records
     examples: dict[str, list[dict]] = field(default_factory=dict)  # reason -> the first few, in file order
+    sources: Counter = field(default_factory=Counter)  # (source, reason) -> rejected records
 
     def add(self, row: dict) -> None:
         self.counts[row["reason"]] += 1
+        self.sources[row["source"], row["reason"]] += 1
         examples = self.examples.setdefault(row["reason"], [])
         if len(examples) < EXAMPLES_PER_REASON:
             examples.append(row)
@@ -41,16 +45,92 @@ class SampleScan:
 
     group_sizes: dict[int, Counter] = field(default_factory=dict)  # epoch -> size -> samples
     n_tokens: Counter = field(default_factory=Counter)  # n_tokens -> samples
+    tokens_by_strategy: dict[str, Counter] = field(default_factory=dict)  # strategy -> n_tokens -> samples
+    slots_per_file: Counter = field(default_factory=Counter)  # input file -> records placed, all epochs
+    samples_per_file: Counter = field(default_factory=Counter)  # input file -> samples holding one of its records
     samples: int = 0
 
 
-def scan_samples(rows: Iterable[dict]) -> SampleScan:
+def scan_samples(rows: Iterable[dict], file_of: Callable[[str], str] | None = None) -> SampleScan:
+    """`file_of` names the input file of a record id; by default the file its default id names."""
+    locate = file_of or (lambda record_id: source_of(record_id, None))
     scan = SampleScan()
     for row in rows:
         scan.group_sizes.setdefault(row["epoch"], Counter())[row["count"]] += 1
         scan.n_tokens[row["n_tokens"]] += 1
+        scan.tokens_by_strategy.setdefault(row["strategy"], Counter())[row["n_tokens"]] += 1
+        files = Counter(map(locate, row["sources"]))
+        scan.slots_per_file.update(files)
+        scan.samples_per_file.update(files.keys())
         scan.samples += 1
     return scan
+
+
+@dataclass(frozen=True)
+class FileMix:
+    """One input file's part in a mosaic run."""
+
+    file: str
+    records: int  # read: packed (each epoch) plus rejected
+    rejected: int
+    over_budget: int  # of the rejected: alone over --max-length
+    samples: int  # holding at least one of its records, all epochs
+    slot_share: float  # of all records placed in samples
+
+
+def input_mix(
+    files: Sequence[str], scan: SampleScan, rejections: Rejections, file_of: Callable[[str], str], epochs: int
+) -> list[FileMix]:
+    """Per input file (and per other source the ids name), from the samples and rejections: every record is
+    in one sample per epoch or rejected, so a file's records are what its samples place per epoch plus its
+    rejections."""
+    rejected: Counter = Counter()
+    over_budget: Counter = Counter()
+    for (source, reason), n in rejections.sources.items():
+        rejected[file_of(source)] += n
+        over_budget[file_of(source)] += n if reason == "over_budget" else 0
+    slots = sum(scan.slots_per_file.values())
+    return [
+        FileMix(
+            name,
+            scan.slots_per_file[name] // max(1, epochs) + rejected[name],
+            rejected[name],
+            over_budget[name],
+            scan.samples_per_file[name],
+            scan.slots_per_file[name] / slots if slots else 0.0,
+        )
+        for name in sorted({*files, *scan.slots_per_file, *rejected})
+    ]
+
+
+@dataclass(frozen=True)
+class StrategyShare:
+    kind: str  # one of SAMPLE_KINDS
+    drawn: float  # as --strategy draws it
+    expected: float  # once groups of one record, which no rule applies to, become format samples
+    observed: float
+
+
+def strategy_shares(strategy: str, group_sizes: Mapping[int, int], observed: Mapping[str, int]) -> list[StrategyShare]:
+    """Expected and observed shares of each kind of sample. --strategy draws its kinds with equal
+    odds; a group of one record drawn for permute or maskout is written as a format sample.
+    What is left between `expected` and `observed` are groups no rule applies to."""
+    choices = KIND_CHOICES[strategy]
+    drawn = {kind: choices.count(kind) / len(choices) for kind in SAMPLE_KINDS}
+    single_record = {"primary": drawn["primary"], "format": 1.0 - drawn["primary"]}
+    samples = sum(group_sizes.values())
+    singles = group_sizes.get(1, 0)
+    total = sum(observed.values())
+    return [
+        StrategyShare(
+            kind,
+            drawn[kind],
+            (singles * single_record.get(kind, 0.0) + (samples - singles) * drawn[kind]) / samples if samples else 0.0,
+            observed.get(kind, 0) / total if total else 0.0,
+        )
+        for kind in SAMPLE_KINDS
+        if drawn[kind] or observed.get(kind)
+    ]
 
 
 def expected_mean_size(mode: str, wrap_max: int) -> float | None:
@@ -136,14 +216,30 @@ def _tokens(counts: dict, budget: int) -> list[str]:
 # ---- select runs -------------------------------------------------------------------------------
 # The select run's files as issue 3 describes them; the names of these fields are assumptions
 # gathered here so that they can be reconciled in one place.
-SCORE_ID, SCORE_IFD, SCORE_ROUND = "id", "ifd", "round"
-ORDER_ID, ORDER_PICK_SCORE = "id", "score"
+SCORE_ID, SCORE_IFD, SCORE_ROUND, SCORE_RESPONSE_TOKENS = "id", "ifd", "round", "response_tokens"
+ORDER_ID, ORDER_PICK, ORDER_PICK_SCORE = "id", "pick", "score"
+EXAMPLE_PICKS = 5  # the first and the last this many picks are shown
+PROMPT_CHARS = 120
+
+
+@dataclass(frozen=True)
+class PickExample:
+    pick: int  # 1-based
+    id: str
+    ifd: float
+    score: float | None
+    response_tokens: int | None
+    prompt: str  # its first PROMPT_CHARS + 1 characters
 
 
 @dataclass
 class SelectScan:
     ifd: list[float] = field(default_factory=list)  # every scored record
+    # (response_tokens, IFD) of every scored record and of the selected ones, where the scores say
+    lengths: list[tuple[int, float]] = field(default_factory=list)
+    selected_lengths: list[tuple[int, float]] = field(default_factory=list)
     selected_ifd: list[float] = field(default_factory=list)  # the selected records, in pick order
+    example_picks: list[PickExample] = field(default_factory=list)  # the first and last picks
     pick_scores: list[float] = field(default_factory=list)  # diversity-adjusted score at each pick
     rounds: Counter = field(default_factory=Counter)
     per_source: dict[str, list[int]] = field(default_factory=dict)  # source -> [selected, records]
@@ -165,15 +261,21 @@ def scan_select(
     """`order` lists every record; its first rows are the picks and may carry their pick score."""
     labels = set(input_labels(inputs).values()) if inputs else None
     scan = SelectScan()
-    ifd_by_id = {}
+    scored = {}
     for row in scores:
-        ifd_by_id[row[SCORE_ID]] = row[SCORE_IFD]
+        scored[row[SCORE_ID]] = row
         scan.ifd.append(row[SCORE_IFD])
+        if row.get(SCORE_RESPONSE_TOKENS) is not None:
+            scan.lengths.append((row[SCORE_RESPONSE_TOKENS], row[SCORE_IFD]))
         scan.rounds[row[SCORE_ROUND]] += 1
-    selected_ids = [row["id"] for row in selected]
-    chosen = set(selected_ids)
-    scan.selected = len(selected_ids)
-    scan.selected_ifd = [ifd_by_id[i] for i in selected_ids if i in ifd_by_id]
+    prompts = {row["id"]: _prompt_start(row) for row in selected}  # the picks' records, in pick order
+    chosen = set(prompts)
+    scan.selected = len(prompts)
+    for record_id in prompts:
+        if record_id in scored:
+            scan.selected_ifd.append(scored[record_id][SCORE_IFD])
+            if scored[record_id].get(SCORE_RESPONSE_TOKENS) is not None:
+                scan.selected_lengths.append((scored[record_id][SCORE_RESPONSE_TOKENS], scored[record_id][SCORE_IFD]))
     listed = False
     for row in order:
         listed = True
@@ -183,13 +285,35 @@ def scan_select(
         tally[1] += 1
         if record_id in chosen and row.get(ORDER_PICK_SCORE) is not None:
             scan.pick_scores.append(row[ORDER_PICK_SCORE])
+        if row.get(ORDER_PICK) is not None and record_id in chosen:
+            _keep_example(scan.example_picks, row, prompts[record_id])
     if not listed:  # no order file: every scored record counts
-        for record_id in ifd_by_id:
+        for record_id in scored:
             tally = scan.per_source.setdefault(source_of(record_id, labels), [0, 0])
             tally[0] += record_id in chosen
             tally[1] += 1
     scan.records = sum(total for _, total in scan.per_source.values())
     return scan
+
+
+def _prompt_start(row: dict) -> str:
+    prompt = prompt_of(str(row.get("instruction", "")), str(row.get("input", "")))
+    return prompt[: PROMPT_CHARS + 1]  # one more: the page marks a cut
+
+
+def _keep_example(examples: list[PickExample], row: dict, prompt: str) -> None:
+    """Keeps the first EXAMPLE_PICKS picks and, from those after, the last EXAMPLE_PICKS seen."""
+    example = PickExample(
+        row[ORDER_PICK] + 1,
+        row[ORDER_ID],
+        row[SCORE_IFD],
+        row.get(ORDER_PICK_SCORE),
+        row.get(SCORE_RESPONSE_TOKENS),
+        prompt,
+    )
+    if len(examples) == 2 * EXAMPLE_PICKS:
+        del examples[EXAMPLE_PICKS]
+    examples.append(example)
 
 
 def select_table(manifest: dict, scan: SelectScan, rejections: Rejections) -> str:

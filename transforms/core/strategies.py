@@ -19,7 +19,7 @@ STRATEGIES = ("primary", "format", "order", "mask", "both")
 # What a sample ends up as, whatever the --strategy that drew it.
 SAMPLE_KINDS = ("primary", "format", "permute", "maskout")
 
-_KIND_CHOICES = {
+KIND_CHOICES = {
     "primary": ("primary",),
     "format": ("format",),
     "order": ("format", "permute"),
@@ -60,7 +60,7 @@ def numbered(template: str, count: int, word: str = "", end_word: str = "") -> t
 
 
 def draw_kind(strategy: str, stream: HashStream) -> str:
-    return stream.choice(_KIND_CHOICES[strategy])
+    return stream.choice(KIND_CHOICES[strategy])
 
 
 def compose(
