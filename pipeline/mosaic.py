@@ -7,6 +7,7 @@ from collections import Counter
 
 import apache_beam as beam
 
+from pipeline.options import field_map
 from pipeline.ownership import OutputKind
 from pipeline.runner import pack_processes, runs_in_one_process
 from transforms.core.config import MosaicConfig
@@ -107,6 +108,7 @@ def build_mosaic_pipeline(
         tuple(SAMPLE_FORMATS[name] for name in formats),
         num_shards,
         limit=options.get("limit", 0),
+        fields=field_map(options),
     )
     plan: beam.PTransform
     if runs_in_one_process(pipeline.options):
