@@ -8,7 +8,7 @@ LLaMA-Factory's `tags` do. Without them, the built-in shapes are read (see recor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 FIELD_NAMES = ("id", "instruction", "input", "output", "messages")
 TAG_NAMES = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag")
@@ -64,11 +64,6 @@ def parse_field_map(fields: str | None, tags: str | None) -> FieldMap:
     Raises FieldSpecError for a malformed pair, an unknown name or a name given twice."""
     columns = _pairs(fields, "--fields", FIELD_NAMES)
     tag_values = _pairs(tags, "--tags", TAG_NAMES)
-    mapped = replace(
-        DEFAULT_FIELDS,
-        **{name: column for name, column in columns.items() if name != "messages"},
-        alpaca_first=any(name in columns for name in _ALPACA_FIELDS),
-    )
     if "messages" in columns:
         column = columns["messages"]
         default_tags = DEFAULT_CONVERSATIONS[1] if column == "messages" else DEFAULT_CONVERSATIONS[0]
@@ -77,27 +72,31 @@ def parse_field_map(fields: str | None, tags: str | None) -> FieldMap:
         )
     else:
         conversations = DEFAULT_CONVERSATIONS
-    conversations = tuple(
-        Conversation(
-            conversation.column,
-            tag_values.get("role_tag", conversation.role_tag),
-            tag_values.get("content_tag", conversation.content_tag),
-        )
-        for conversation in conversations
+    mapped = FieldMap(
+        id=columns.get("id", DEFAULT_FIELDS.id),
+        instruction=columns.get("instruction", DEFAULT_FIELDS.instruction),
+        input=columns.get("input", DEFAULT_FIELDS.input),
+        output=columns.get("output", DEFAULT_FIELDS.output),
+        conversations=tuple(
+            Conversation(
+                conversation.column,
+                tag_values.get("role_tag", conversation.role_tag),
+                tag_values.get("content_tag", conversation.content_tag),
+            )
+            for conversation in conversations
+        ),
+        user_roles=_roles(tag_values, "user_tag", DEFAULT_FIELDS.user_roles),
+        assistant_roles=_roles(tag_values, "assistant_tag", DEFAULT_FIELDS.assistant_roles),
+        system_roles=_roles(tag_values, "system_tag", DEFAULT_FIELDS.system_roles),
+        alpaca_first=any(name in columns for name in _ALPACA_FIELDS),
     )
-    roles = {
-        attribute: frozenset({tag_values[tag]})
-        for tag, attribute in (
-            ("user_tag", "user_roles"),
-            ("assistant_tag", "assistant_roles"),
-            ("system_tag", "system_roles"),
-        )
-        if tag in tag_values
-    }
-    mapped = replace(mapped, conversations=conversations, **roles)
     if mapped.user_roles & mapped.assistant_roles:
         raise FieldSpecError("--tags gives the user and the assistant the same role name")
     return mapped
+
+
+def _roles(tag_values: dict[str, str], tag: str, default: frozenset[str]) -> frozenset[str]:
+    return frozenset({tag_values[tag]}) if tag in tag_values else default
 
 
 def field_spec_problem(fields: str | None, tags: str | None) -> str | None:
