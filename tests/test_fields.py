@@ -14,8 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.cli import main
-from pipeline.options import MosaicOptions
+from pipeline.options import MosaicOptions, field_map, own_option_values
 from pipeline.recipes import recipe_flags
+from pipeline.select_options import SelectOptions
 from transforms.core.fields import DEFAULT_FIELDS, FieldSpecError, parse_field_map
 from transforms.core.records import Record, Rejection, parse_object
 from transforms.core.status import EXIT_OK, EXIT_USAGE
@@ -179,6 +180,12 @@ def test_a_run_maps_query_response_records_into_samples(tmp_path):
     assert manifest["options"]["fields"] == "instruction=query,input=context,output=response"
     samples = [json.loads(line) for path in output.glob("mosaics-*.jsonl") for line in path.read_text().splitlines()]
     assert sum(sample["count"] for sample in samples) == 20
+
+
+def test_select_reads_its_mapping_from_the_same_flags():
+    argv = ["--input", "x.jsonl", "--output", "o", "--model", "m", "--fields", "instruction=question,output=answer"]
+    options = own_option_values(SelectOptions(argv), SelectOptions)
+    assert field_map(options) == parse_field_map("instruction=question,output=answer", None)
 
 
 @pytest.mark.parametrize("command", ["run", "select"])
