@@ -12,7 +12,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.errors import exit_code
-from pipeline.options import own_option_values
+from pipeline.options import field_map, own_option_values
 from pipeline.ownership import OutputKind, check_no_overlap, claimed_output
 from pipeline.progress import run_with_progress
 from pipeline.recipes import apply_recipe
@@ -143,7 +143,7 @@ def _read_previous(pipeline: beam.Pipeline, previous: str | None):
 
 def build_select_pipeline(pipeline: beam.Pipeline, launch: Launch, options: dict):
     """Wires one round; returns the PCollection holding the manifest path."""
-    read = pipeline | "Read" >> ReadRecords(launch.inputs, options.get("limit", 0))
+    read = pipeline | "Read" >> ReadRecords(launch.inputs, options.get("limit", 0), field_map(options))
     previous = _read_previous(pipeline, launch.previous)
     matched = (read[RECORDS], previous) | "MatchPrevious" >> MatchPrevious(launch.window)
     cache, cache_stats = pipeline | "ReadCache" >> ReadScoreCache(launch.cache_files, with_stats=True)

@@ -7,10 +7,13 @@ from collections import Counter
 
 import apache_beam as beam
 
+from pipeline.options import field_map
 from pipeline.ownership import OutputKind
 from pipeline.runner import pack_processes, runs_in_one_process
 from transforms.core.config import MosaicConfig
+from transforms.core.dataset_card import CARD_FILES
 from transforms.core.status import run_status
+from transforms.dataset_card import WriteDatasetCard, written_by_this_tool
 from transforms.formats import REJECTED_FORMAT, SAMPLE_FORMATS
 from transforms.in_memory import MosaicInOneProcess
 from transforms.manifest import (
@@ -32,6 +35,8 @@ MOSAIC_OUTPUT = OutputKind(
     MOSAIC_TOOL,
     shard_prefixes=tuple(sorted({fmt.prefix for fmt in SAMPLE_FORMATS.values()} | {REJECTED_FORMAT.prefix})),
     extensions=tuple(sorted({fmt.extension for fmt in SAMPLE_FORMATS.values()})),
+    cards=CARD_FILES,
+    wrote_card=written_by_this_tool,
 )
 RUN_FOLDER_OUTPUT = OutputKind(MOSAIC_TOOL, folder_prefix=ATTEMPT_PREFIX)  # OUTPUT/RUN_ID with --run-id
 _PACKAGES = ("mosaic-it-beam", "apache-beam", "transformers", "tokenizers", "fastavro", "quicktok-v1", "pyyaml")
@@ -82,7 +87,7 @@ def mosaic_manifest(
         ),
         "directory": directory,
         # File names within `directory` (the attempt folder of a run with --run-id).
-        "outputs": {name: file_names(outputs[name]) for name in ("samples", "rejected")},
+        "outputs": {name: file_names(outputs[name]) for name in ("samples", "rejected", "card")},
     }
 
 
@@ -107,6 +112,7 @@ def build_mosaic_pipeline(
         tuple(SAMPLE_FORMATS[name] for name in formats),
         num_shards,
         limit=options.get("limit", 0),
+        fields=field_map(options),
     )
     plan: beam.PTransform
     if runs_in_one_process(pipeline.options):
@@ -116,6 +122,7 @@ def build_mosaic_pipeline(
     produced = pipeline | "Mosaic" >> plan
 
     rejected_files = produced[REJECTED] | "WriteRejected" >> WriteRejected(output)
+    card_files = produced[FILES] | "WriteDatasetCard" >> WriteDatasetCard(output)
     counters = (
         produced[STATS],
         produced[REJECTED] | "RejectStats" >> beam.Map(lambda rejection: Counter({("rejected", rejection.reason): 1})),
@@ -123,5 +130,5 @@ def build_mosaic_pipeline(
     ) | "AllStats" >> beam.Flatten()
     build = functools.partial(mosaic_manifest, config=config, options=options, inputs=inputs, directory=output)
     return counters | "WriteManifest" >> WriteManifest(
-        output, build, {"samples": produced[FILES], "rejected": rejected_files}
+        output, build, {"samples": produced[FILES], "rejected": rejected_files, "card": card_files}
     )

@@ -11,6 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 from pipeline.flags import add_flag
 from pipeline.runner import LaunchOptions
 from transforms.core.config import MosaicConfig
+from transforms.core.fields import FIELD_NAMES, TAG_NAMES, FieldMap, field_spec_problem, parse_field_map
 from transforms.core.lengths import LENGTH_TEMPLATES
 from transforms.core.strategies import STRATEGIES
 from transforms.core.tokens import DEFAULT_TOKENIZER
@@ -18,6 +19,7 @@ from transforms.core.wrap import WRAP_MODES
 from transforms.formats import SAMPLE_FORMATS
 
 DEFAULT_OUTPUT = "./mosaic-output"
+MAPPING_OPTIONS = ("fields", "tags")  # a recipe may give these as a mapping instead of "a=b,c=d"
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one folder name on every filesystem
 
 
@@ -34,7 +36,7 @@ def own_option_values(options: PipelineOptions, options_class: type[PipelineOpti
 
 
 def add_input_output(parser: argparse.ArgumentParser) -> None:
-    """--input, --output and --max-reject-ratio, which every command shares. Beam parses the options of all loaded
+    """--input, --output, --fields, --tags and --max-reject-ratio, which every command shares. Beam parses the options of all loaded
     PipelineOptions classes together, so a flag may be declared only once among them."""
     if "--input" in parser._option_string_actions:
         return
@@ -60,6 +62,20 @@ def add_input_output(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.5,
         help="Exit with code 5 when more than this share of the records is rejected (the outputs are written).",
+    )
+    add_flag(
+        parser,
+        "fields",
+        default=None,
+        help=f"Input columns of a record's parts, as NAME=COLUMN pairs ({', '.join(FIELD_NAMES)}), e.g. "
+        "instruction=query,output=response; messages=COLUMN names a conversation column. Default: the built-in shapes.",
+    )
+    add_flag(
+        parser,
+        "tags",
+        default=None,
+        help=f"Keys and role names inside conversation turns, as TAG=VALUE pairs ({', '.join(TAG_NAMES)}), "
+        "e.g. role_tag=from,content_tag=value,user_tag=human,assistant_tag=gpt.",
     )
 
 
@@ -144,10 +160,17 @@ def read_rules_text(path: str | None) -> str | None:
 def shared_checks(options: PipelineOptions) -> list[tuple[bool, str]]:
     """(holds, message) of the options add_input_output declares."""
     ratio = options.max_reject_ratio
+    fields_problem = field_spec_problem(options.fields, options.tags)
     return [
+        (fields_problem is None, str(fields_problem)),
         (0 <= ratio <= 1, f"--max-reject-ratio must be within [0, 1], got {ratio}"),
         (options.limit >= 0, f"--limit must not be negative, got {options.limit}"),
     ]
+
+
+def field_map(options: dict) -> FieldMap:
+    """The FieldMap of a command's --fields and --tags, from its own option values (own_option_values)."""
+    return parse_field_map(options.get("fields"), options.get("tags"))
 
 
 def validate(options: MosaicOptions) -> None:

@@ -14,6 +14,10 @@ A run claims its output folder before it reads anything:
 - only then does it delete what an earlier run left: files named exactly as this command names
   its outputs (`mosaics-00000-of-00004.jsonl`, ...), its manifest, and temporary files of
   killed writes. Nothing else in the folder is ever deleted.
+
+Files with names anyone may use (the dataset card, `README.md` and `dataset_info.json`) are the
+command's only when their bytes prove it (`OutputKind.wrote_card`); a folder holding one that
+does not is refused, since the run would replace it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import json
 import os
 import posixpath
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from apache_beam.io.filesystems import FileSystems
@@ -50,6 +54,8 @@ class OutputKind:
     extensions: tuple[str, ...] = ()
     names: tuple[str, ...] = ()  # single files besides the manifest
     folder_prefix: str | None = None  # folders it writes (the attempt folders of a run id)
+    cards: tuple[str, ...] = ()  # files it writes that are its own only when wrote_card(name, bytes) says so
+    wrote_card: Callable[[str, bytes], bool] | None = None
 
     def owns(self, name: str) -> bool:
         """True for a file name this command writes (or a temporary file of one)."""
@@ -64,7 +70,24 @@ class OutputKind:
 
     def example_names(self) -> list[str]:
         shards = [f"{p}-00000-of-00001.{e}" for p in self.shard_prefixes for e in self.extensions]
-        return [*shards, MANIFEST, *self.names]
+        return [*shards, MANIFEST, *self.names, *self.cards]
+
+    def owns_file(self, directory: str, name: str) -> bool:
+        """True for a file of the folder this command wrote: by its name, or for a card by its bytes."""
+        return self.owns(name) or self._proven_card(directory, name)
+
+    def foreign_card(self, directory: str, names: Sequence[str]) -> str | None:
+        """A card name among `names` whose file this command did not write (so a run would replace it)."""
+        return next((name for name in names if name in self.cards and not self._proven_card(directory, name)), None)
+
+    def _proven_card(self, directory: str, name: str) -> bool:
+        if name not in self.cards or self.wrote_card is None:
+            return False
+        try:
+            with FileSystems.open(FileSystems.join(directory, name)) as handle:
+                return self.wrote_card(name, handle.read())
+        except OSError:
+            return False
 
 
 def _is_local(path: str) -> bool:
@@ -103,10 +126,12 @@ def check_no_overlap(output: str, input_patterns: Sequence[str], inputs: Sequenc
 
 
 def _check_owner(directory: str, kind: OutputKind) -> None:
-    """Raises UsageError unless the folder is empty, or holds this command's outputs."""
+    """Raises UsageError unless the folder is empty, or holds this command's outputs and no card it
+    did not write."""
     names = sorted(os.listdir(directory))
     if not names:
         return
+    _check_cards(directory, kind, names)
     if MARKER in names:
         marked = _marker_tool(os.path.join(directory, MARKER))
         if marked == kind.tool:
@@ -118,10 +143,19 @@ def _check_owner(directory: str, kind: OutputKind) -> None:
             return
         if written_by is not None:
             raise UsageError(f"--output '{directory}' holds the results of `{written_by}`; choose another folder")
-    foreign = next((name for name in names if not kind.owns(name)), names[0])
+    foreign = next((name for name in names if not kind.owns_file(directory, name)), names[0])
     raise UsageError(
         f"--output '{directory}' holds files this tool did not write (e.g. '{foreign}'); choose an empty or new folder"
     )
+
+
+def _check_cards(directory: str, kind: OutputKind, names: Sequence[str]) -> None:
+    foreign = kind.foreign_card(directory, names)
+    if foreign is not None:
+        raise UsageError(
+            f"--output '{directory}' holds a {foreign} this tool did not write, which the run would replace; "
+            "move it or choose another folder"
+        )
 
 
 def _manifest_tool(path: str) -> str | None:
@@ -167,7 +201,7 @@ def _locked(directory: str, kind: OutputKind) -> Iterator[None]:
 def _clear(directory: str, kind: OutputKind) -> None:
     """Deletes what an earlier run of this command left: its outputs, manifest and temporary files."""
     for name in os.listdir(directory):
-        if kind.owns(name):
+        if kind.owns_file(directory, name):
             os.remove(os.path.join(directory, name))
 
 
@@ -205,6 +239,8 @@ def claimed_output(directory: str, kind: OutputKind, *, clear: bool = True) -> I
 
 def _clear_remote(directory: str, kind: OutputKind) -> None:
     result = FileSystems.match([FileSystems.join(directory, "*")])[0]
-    stale = [m.path for m in result.metadata_list if kind.owns(m.path.rsplit("/", 1)[-1])]
+    names = [m.path.rsplit("/", 1)[-1] for m in result.metadata_list]
+    _check_cards(directory, kind, names)
+    stale = [FileSystems.join(directory, name) for name in names if kind.owns_file(directory, name)]
     if stale:
         FileSystems.delete(stale)

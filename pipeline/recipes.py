@@ -1,6 +1,7 @@
 """Recipes: `--config recipe.yaml` holds a command's options; flags on the command line override them.
 
-A recipe maps option names (`wrap_mode` or `wrap-mode`) to values. It may also hold
+A recipe maps option names (`wrap_mode` or `wrap-mode`) to values (`fields` and `tags` also to a
+mapping, the same as their "a=b,c=d" text). It may also hold
 Beam's own pipeline options (`runner`, `direct_num_workers`, ...). It becomes command-line
 flags placed before the real ones, so argparse's last-one-wins rule gives the precedence.
 """
@@ -16,6 +17,7 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from pipeline.errors import CommandParser, UsageError
+from pipeline.options import MAPPING_OPTIONS
 from pipeline.runner import LaunchOptions
 
 
@@ -50,6 +52,8 @@ def _flags(key: str, value: Any, actions: list[argparse.Action], where: str) -> 
             raise RecipeError(f"{where}: '{key}' takes true or false, got {value!r}")
         return [_flag(action) for action in switches if action.const is value][:1]
     action = actions[0]
+    if isinstance(value, dict) and action.dest in MAPPING_OPTIONS:
+        value = ",".join(f"{name}={column}" for name, column in value.items())
     values = value if isinstance(value, list) else [value]
     if any(isinstance(item, (dict, list)) for item in values):
         raise RecipeError(f"{where}: '{key}' takes plain values, got {value!r}")

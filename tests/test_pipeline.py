@@ -65,6 +65,9 @@ def test_avro_and_messages_hold_the_same_samples(alpaca_run):
         {
             "id": s["id"],
             "messages": [{"role": "user", "content": s["instruction"]}, {"role": "assistant", "content": s["output"]}],
+            "epoch": s["epoch"],
+            "strategy": s["strategy"],
+            "sources": s["sources"],
         }
         for s in samples
     ]

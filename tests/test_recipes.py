@@ -80,7 +80,14 @@ def test_print_config_prints_the_effective_configuration_and_runs_nothing(tmp_pa
     )
     assert main(["run", "--config", recipe, "--seed", "7", "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert list(printed)[:4] == ["input", "output", "max_reject_ratio", "tokenizer"]  # in their declared order
+    assert list(printed)[:6] == [
+        "input",
+        "output",
+        "max_reject_ratio",
+        "fields",
+        "tags",
+        "tokenizer",
+    ]  # in their declared order
     assert (printed["wrap_mode"], printed["seed"], printed["epochs"], printed["direct_num_workers"]) == ("exp", 7, 4, 2)
     assert printed["pack_processes"] == 1
     assert "runner" not in printed  # Beam options only when they differ from their default

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from transforms.core.randomness import digest
+from transforms.core.records import prompt_of
 from transforms.core.shards import json_line
 
 SAMPLE_SCHEMA = fastavro.parse_schema(
@@ -59,6 +60,7 @@ PARQUET_SCHEMA = pa.schema(
         pa.field("n_tokens", pa.int64(), nullable=False),
     ]
 )
+MESSAGES_PROVENANCE = ("epoch", "strategy", "sources")  # the sample columns the messages format keeps
 PARQUET_ROW_GROUP = 10_000  # rows; fixed, so a shard's bytes do not depend on how it was written
 
 RowT = TypeVar("RowT")
@@ -78,14 +80,17 @@ def _json_lines(rows: Iterable[dict], file_name: str) -> bytes:
 
 
 def _messages(rows: Iterable[dict], file_name: str) -> bytes:
+    """One user/assistant exchange per sample, with the sample's provenance beside it (trainers
+    that read only `messages` ignore the other columns)."""
     return _json_lines(
         (
             {
                 "id": row["id"],
                 "messages": [
-                    {"role": "user", "content": row["instruction"]},
+                    {"role": "user", "content": prompt_of(row["instruction"], row["input"])},
                     {"role": "assistant", "content": row["output"]},
                 ],
+                **{name: row[name] for name in MESSAGES_PROVENANCE},
             }
             for row in rows
         ),

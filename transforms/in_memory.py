@@ -79,11 +79,11 @@ class _MosaicInOneProcess(WithResources):
         record (the cut of ReadRecords), and the helpers only measure."""
         if not self.job.limit:
             return map_forked(self._read_and_measure, files, self.processes)
-        kept = list(first_of_files((read_file(*file) for file in files), self.job.limit))
+        kept = list(first_of_files((read_file(*file, self.job.fields) for file in files), self.job.limit))
         return map_forked(self._measure, kept, self.processes)
 
     def _read_and_measure(self, file: tuple[str, str]) -> FileRows:
-        return self._measure(read_file(*file))
+        return self._measure(read_file(*file, self.job.fields))
 
     def _measure(self, items: Iterable[Record | Rejection]) -> FileRows:
         records: list[Record]

@@ -17,6 +17,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
 
 from transforms.core.config import MosaicConfig, Resources
+from transforms.core.fields import DEFAULT_FIELDS, FieldMap
 from transforms.core.records import Record
 from transforms.core.shards import (
     MEASURE_BATCH,
@@ -128,12 +129,12 @@ class ReadAndMeasure(beam.PTransform):
     """Begin -> {ROWS: RowBatches of rows with their exact token length, REJECTED:
     unreadable and over-budget records}; files are spread over workers."""
 
-    def __init__(self, paths: Sequence[str], config: MosaicConfig, limit: int = 0):
+    def __init__(self, paths: Sequence[str], config: MosaicConfig, limit: int = 0, fields: FieldMap = DEFAULT_FIELDS):
         super().__init__()
-        self.paths, self.config, self.limit = list(paths), config, limit
+        self.paths, self.config, self.limit, self.fields = list(paths), config, limit, fields
 
     def expand(self, pbegin):
-        read = pbegin | "Read" >> ReadRecords(self.paths, self.limit)
+        read = pbegin | "Read" >> ReadRecords(self.paths, self.limit, self.fields)
         measured = read[RECORDS] | "Measure" >> beam.ParDo(_MeasureRecords(self.config)).with_outputs(
             REJECTED, main=ROWS
         )
@@ -199,6 +200,7 @@ class MosaicJob:
     formats: tuple[OutputFormat, ...]
     num_shards: int  # 0: one shard per KEYS_PER_SHARD keys
     limit: int = 0  # --limit: only the first records of the input (transforms/core/limit.py); 0: all
+    fields: FieldMap = DEFAULT_FIELDS  # --fields and --tags: the columns of the input records
 
 
 class MosaicSamples(beam.PTransform):
@@ -213,7 +215,7 @@ class MosaicSamples(beam.PTransform):
 
     def expand(self, pbegin):
         job = self.job
-        measured = pbegin | "ReadAndMeasure" >> ReadAndMeasure(job.paths, job.config, job.limit)
+        measured = pbegin | "ReadAndMeasure" >> ReadAndMeasure(job.paths, job.config, job.limit, job.fields)
         valid = measured[ROWS] | "CountValid" >> CountRows()
         plan = valid | "Plan" >> beam.Map(planned, job.config, job.num_shards)
         packed = measured[ROWS] | "Pack" >> PackShards(job.config, plan)

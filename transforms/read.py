@@ -28,6 +28,7 @@ from transforms.core.decoding import (
     skip_space,
     split_lines,
 )
+from transforms.core.fields import DEFAULT_FIELDS, FieldMap
 from transforms.core.limit import file_cuts, first_records, is_kept
 from transforms.core.records import Record, Rejection
 from transforms.progress import RECORDS_READ, RECORDS_REJECTED
@@ -217,10 +218,10 @@ def _failure(err: Exception, extension: str) -> tuple[str, str]:
     return "corrupt_compression", f"the {kind} data is corrupt ({err})"
 
 
-def read_file(path: str, label: str | None = None) -> Iterator[Record | Rejection]:
+def read_file(path: str, label: str | None = None, fields: FieldMap = DEFAULT_FIELDS) -> Iterator[Record | Rejection]:
     """Records of one file: Parquet rows (`.parquet`), a JSON array (`.json`) or JSON lines
     (anything else); `.gz`, `.bz2`, `.xz` and `.zst` files are decompressed. `label` names the file in record ids (see input_labels);
-    by default its base name.
+    by default its base name. `fields` names the columns of its records (--fields, --tags).
 
     A `.json` file that is not one JSON value is read as JSON lines, since many datasets ship
     JSON lines under that name. A file that cannot be read to its end yields, after the
@@ -229,11 +230,11 @@ def read_file(path: str, label: str | None = None) -> Iterator[Record | Rejectio
     """
     label = file_label(path) if label is None else label
     if path.lower().endswith(PARQUET_EXTENSION):
-        yield from read_parquet(path, label)
+        yield from read_parquet(path, label, fields)
         return
     chunks = _Chunks(path)
     if not _holds_json_array(path):
-        yield from _read_lines(chunks, label, chunks)
+        yield from _read_lines(chunks, label, chunks, fields)
         return
     data = b"".join(chunks)
     try:
@@ -243,7 +244,8 @@ def read_file(path: str, label: str | None = None) -> Iterator[Record | Rejectio
     start = skip_space(text, 0)
     if text.startswith("[", start):
         count = 0
-        for item in parse_json_array(text, label, start, complete=chunks.failure is None and bad_byte is None):
+        complete = chunks.failure is None and bad_byte is None
+        for item in parse_json_array(text, label, start, complete, fields):
             count += 1
             yield item
         if bad_byte is not None:
@@ -258,10 +260,10 @@ def read_file(path: str, label: str | None = None) -> Iterator[Record | Rejectio
         detail = "a .json file must hold an array of records, not one other JSON value"
         yield file_rejection(label, "not_a_json_array", detail, excerpt(data))
     else:
-        yield from _read_lines([data], label, chunks)
+        yield from _read_lines([data], label, chunks, fields)
 
 
-def _read_lines(source: Iterable[bytes], label: str, chunks: _Chunks) -> Iterator[Record | Rejection]:
+def _read_lines(source: Iterable[bytes], label: str, chunks: _Chunks, fields: FieldMap) -> Iterator[Record | Rejection]:
     """The items of JSON lines; each is held back until the next line is read, since the last line
     is cut short when reading fails within it."""
     held: Record | Rejection | None = None
@@ -269,7 +271,7 @@ def _read_lines(source: Iterable[bytes], label: str, chunks: _Chunks) -> Iterato
     for index, line in enumerate(split_lines(source, MAX_RECORD_BYTES)):
         if held is not None:
             yield held
-        held, lines = parse_raw_line(line, label, index), index + 1
+        held, lines = parse_raw_line(line, label, index, fields), index + 1
     if chunks.failure and chunks.ends_mid_line and not isinstance(held, Record):
         held, lines = None, lines - 1  # the line the damage cut: the file's rejection speaks for it
     if held is not None:
@@ -280,8 +282,11 @@ def _read_lines(source: Iterable[bytes], label: str, chunks: _Chunks) -> Iterato
 
 
 class _ParseFile(beam.DoFn):
+    def __init__(self, fields: FieldMap):
+        self.fields = fields
+
     def process(self, file: tuple[str, str]):
-        for item in read_file(*file):
+        for item in read_file(*file, self.fields):
             yield from _routed(item)
 
 
@@ -301,13 +306,13 @@ class _ReadFirst(beam.DoFn):
     """(file number, (path, label)) -> (file number, records before, item) up to the file's
     `limit`-th record, and (file number, records read) tagged _COUNTS."""
 
-    def __init__(self, limit: int):
-        self.limit = limit
+    def __init__(self, limit: int, fields: FieldMap):
+        self.limit, self.fields = limit, fields
 
     def process(self, numbered: tuple[int, tuple[str, str]]):
         number, file = numbered
         count = 0
-        for before, item in first_records(read_file(*file), self.limit):
+        for before, item in first_records(read_file(*file, self.fields), self.limit):
             count = before + isinstance(item, Record)
             yield number, before, item
         yield beam.pvalue.TaggedOutput(_COUNTS, (number, count))
@@ -330,20 +335,22 @@ class ReadRecords(beam.PTransform):
     file are read by one worker. Record ids name files by their labels among all `paths`.
     With `limit` (> 0), only the first `limit` records in input order and the rejections
     before the last of them (transforms/core/limit.py); each file is read up to its
-    `limit`-th record at most.
+    `limit`-th record at most. `fields` names the columns of the records (--fields, --tags).
     """
 
-    def __init__(self, paths: Sequence[str], limit: int = 0):
+    def __init__(self, paths: Sequence[str], limit: int = 0, fields: FieldMap = DEFAULT_FIELDS):
         super().__init__()
         self.files = sorted(input_labels(paths).items())
-        self.limit = limit
+        self.limit, self.fields = limit, fields
 
     def expand(self, pbegin):
         if not self.limit:
             files = pbegin | "ListFiles" >> beam.Create(self.files)
-            return files | "ParseFiles" >> beam.ParDo(_ParseFile()).with_outputs(REJECTED, main=RECORDS)
+            return files | "ParseFiles" >> beam.ParDo(_ParseFile(self.fields)).with_outputs(REJECTED, main=RECORDS)
         numbered = pbegin | "ListFiles" >> beam.Create(list(enumerate(self.files)))
-        read = numbered | "ReadFirst" >> beam.ParDo(_ReadFirst(self.limit)).with_outputs(_COUNTS, main="items")
+        read = numbered | "ReadFirst" >> beam.ParDo(_ReadFirst(self.limit, self.fields)).with_outputs(
+            _COUNTS, main="items"
+        )
         cuts = read[_COUNTS] | "AllCounts" >> beam.combiners.ToList() | "Cuts" >> beam.Map(_cuts, self.limit)
         keep = beam.ParDo(_keep_first, beam.pvalue.AsSingleton(cuts))
         return read["items"] | "KeepFirst" >> keep.with_outputs(REJECTED, main=RECORDS)

@@ -11,13 +11,14 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.core.decoding import file_rejection
+from transforms.core.fields import DEFAULT_FIELDS, FieldMap
 from transforms.core.records import Record, Rejection, parse_object
 
 PARQUET_EXTENSION = ".parquet"
 BATCH_ROWS = 1024  # rows decoded at a time: a file is never held whole as Python objects
 
 
-def read_parquet(path: str, label: str) -> Iterator[Record | Rejection]:
+def read_parquet(path: str, label: str, fields: FieldMap = DEFAULT_FIELDS) -> Iterator[Record | Rejection]:
     """Every row of a Parquet file as a record or a rejection, with the origin `label:row index`.
     A file that is not Parquet, or whose data breaks part way, yields, after the rows read
     before the damage, one file-level rejection."""
@@ -34,7 +35,7 @@ def read_parquet(path: str, label: str) -> Iterator[Record | Rejection]:
             for batch in parquet.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
                 for row in batch.to_pylist():
                     row = _present(row)
-                    yield parse_object(row, label, index, raw=_raw(row))
+                    yield parse_object(row, label, index, raw=_raw(row), fields=fields)
                     index += 1
         except (pa.ArrowException, OSError) as err:  # pyarrow raises OSError for undecodable pages too
             detail = f"the Parquet data cannot be read after row {index:,} ({err}); the rows before it are kept"

@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from transforms.core.fields import DEFAULT_FIELDS, FieldMap
 from transforms.core.records import Record, Rejection, origin_of, parse_object
 
 MAX_NESTING = 100
@@ -35,7 +36,7 @@ def input_labels(paths: Sequence[str]) -> dict[str, str]:
     return {path: path for path in paths}  # one file named in two ways (a//x, a/x)
 
 
-def parse_line(line: str, file_name: str, index: int) -> Record | Rejection:
+def parse_line(line: str, file_name: str, index: int, fields: FieldMap = DEFAULT_FIELDS) -> Record | Rejection:
     """Parses one JSONL line (or any JSON text holding one record)."""
     origin = origin_of(file_name, index)
     if too_deep(line):
@@ -46,7 +47,7 @@ def parse_line(line: str, file_name: str, index: int) -> Record | Rejection:
         return Rejection(origin, "too_deeply_nested", NESTING_DETAIL, line)
     except ValueError as err:
         return Rejection(origin, "malformed_json", f"invalid JSON: {err}", line)
-    return parse_object(obj, file_name, index, raw=line)
+    return parse_object(obj, file_name, index, raw=line, fields=fields)
 
 
 NESTING_DETAIL = f"the JSON nests deeper than {MAX_NESTING} levels of arrays and objects"
@@ -116,7 +117,9 @@ def _line(parts: list[bytes], size: int, limit: int) -> bytes | LongLine:
     return LongLine(joined[:EXCERPT_CHARS], size) if size > limit else joined
 
 
-def parse_raw_line(raw: bytes | LongLine, file_name: str, index: int) -> Record | Rejection | None:
+def parse_raw_line(
+    raw: bytes | LongLine, file_name: str, index: int, fields: FieldMap = DEFAULT_FIELDS
+) -> Record | Rejection | None:
     """One line of a JSON lines file: a record, a rejection, or None for a blank line."""
     origin = origin_of(file_name, index)
     if isinstance(raw, LongLine):
@@ -126,7 +129,7 @@ def parse_raw_line(raw: bytes | LongLine, file_name: str, index: int) -> Record 
         line = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         return Rejection(origin, "malformed_json", f"line is not UTF-8: {err}", excerpt(raw, len(raw)))
-    return parse_line(line, file_name, index) if line.strip() else None
+    return parse_line(line, file_name, index, fields) if line.strip() else None
 
 
 def excerpt(data: bytes, limit: int = EXCERPT_CHARS) -> str:
@@ -168,7 +171,9 @@ def is_single_value(text: str, start: int) -> bool:
     return skip_space(text, end) == len(text)
 
 
-def parse_json_array(text: str, file_name: str, start: int, complete: bool = True) -> Iterator[Record | Rejection]:
+def parse_json_array(
+    text: str, file_name: str, start: int, complete: bool = True, fields: FieldMap = DEFAULT_FIELDS
+) -> Iterator[Record | Rejection]:
     """The elements of the JSON array opening at text[start], one by one; an element too deep or
     too large is rejected alone. A break in the array itself (an element that is not JSON, no
     closing ']', something after it) ends the reading with one file-level rejection, after the
@@ -178,7 +183,7 @@ def parse_json_array(text: str, file_name: str, start: int, complete: bool = Tru
     index = 0
     if not text.startswith("]", position):
         while True:
-            element, end, broken = _element(text, file_name, position, index)
+            element, end, broken = _element(text, file_name, position, index, fields)
             if element is None:
                 if complete:
                     detail = f"{broken}; the {index:,} elements before it are kept"
@@ -205,7 +210,9 @@ def parse_json_array(text: str, file_name: str, start: int, complete: bool = Tru
         yield file_rejection(file_name, "trailing_data", f"{detail}; its {index:,} elements are kept", excerpt_text)
 
 
-def _element(text: str, file_name: str, position: int, index: int) -> tuple[Record | Rejection | None, int, str]:
+def _element(
+    text: str, file_name: str, position: int, index: int, fields: FieldMap
+) -> tuple[Record | Rejection | None, int, str]:
     """(the element at `position` as a record or rejection, where it ends, "") or (None, -1, why the array breaks)."""
     origin = origin_of(file_name, index)
     try:
@@ -230,4 +237,4 @@ def _element(text: str, file_name: str, position: int, index: int) -> tuple[Reco
             end,
             "",
         )
-    return parse_object(obj, file_name, index), end, ""
+    return parse_object(obj, file_name, index, fields=fields), end, ""

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from transforms.core.fields import DEFAULT_FIELDS, Conversation, FieldMap
+
 REJECT_REASONS = (
     "malformed_json",  # the line or file is not valid JSON
     "not_an_object",  # valid JSON, but not an object
@@ -52,12 +54,6 @@ FILE_REJECT_REASONS = (
     "trailing_data",
     "corrupt_parquet",
 )
-
-# Python's json recurses once per level, and where it gives up depends on how deep the caller's stack
-# already is; a fixed limit far below that makes the outcome the same on every runner.
-_USER_ROLES = {"user", "human"}
-_ASSISTANT_ROLES = {"assistant", "gpt"}
-_SYSTEM_ROLES = {"system"}
 
 
 @dataclass(frozen=True)
@@ -118,8 +114,10 @@ def origin_of(file_name: str, index: int) -> str:
     return f"{file_name}:{index}"
 
 
-def parse_object(obj: Any, file_name: str, index: int, raw: str | None = None) -> Record | Rejection:
-    """Turns one decoded JSON value into a Record, or says why it cannot be one."""
+def parse_object(
+    obj: Any, file_name: str, index: int, raw: str | None = None, fields: FieldMap = DEFAULT_FIELDS
+) -> Record | Rejection:
+    """Turns one decoded JSON value into a Record, or says why it cannot be one; `fields` names its columns."""
     origin = origin_of(file_name, index)
     if raw is None:
         raw = json.dumps(obj, ensure_ascii=False)
@@ -127,12 +125,12 @@ def parse_object(obj: Any, file_name: str, index: int, raw: str | None = None) -
             raw = json.dumps(obj)
     if not isinstance(obj, dict):
         return Rejection(origin, "not_an_object", f"expected a JSON object, got {type(obj).__name__}", raw)
-    record_id = obj.get("id")
+    record_id = obj.get(fields.id)
     record_id = origin if record_id is None else str(record_id)
     if not _encodable(record_id):
         return Rejection(origin, "invalid_unicode", _SURROGATE_DETAIL.format(field="id"), raw)
     try:
-        instruction, input_text, output = _fields(obj)
+        instruction, input_text, output = _fields(obj, fields)
     except _Invalid as invalid:
         return Rejection(record_id, invalid.reason, invalid.detail, raw)
     if not (instruction.strip() or input_text.strip()):
@@ -161,22 +159,23 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _fields(obj: dict) -> tuple[str, str, str]:
+def _fields(obj: dict, fields: FieldMap) -> tuple[str, str, str]:
     """(instruction, input, output) of any supported shape."""
-    if "conversations" in obj:
-        return _single_exchange(obj["conversations"], "conversations", "from", "value")
-    if "messages" in obj:
-        return _single_exchange(obj["messages"], "messages", "role", "content")
+    for conversation in fields.conversations:
+        if conversation.column in obj:
+            return _single_exchange(obj[conversation.column], conversation, fields)
+    if fields.alpaca_first and (fields.instruction in obj or fields.output in obj):
+        return _alpaca(obj, fields)
     if "prompt" in obj or "completion" in obj:
         return _string(obj, "prompt"), "", _string(obj, "completion")
-    if "instruction" in obj or "output" in obj:
-        input_text = _string(obj, "input") if obj.get("input") is not None else ""
-        return _string(obj, "instruction"), input_text, _string(obj, "output")
-    raise _Invalid(
-        "unknown_shape",
-        "expected Alpaca (instruction/output), prompt/completion, ShareGPT (conversations) "
-        f"or OpenAI (messages) fields; found {sorted(obj)[:8]}",
-    )
+    if fields.instruction in obj or fields.output in obj:
+        return _alpaca(obj, fields)
+    raise _Invalid("unknown_shape", f"expected {fields.shapes()} fields; found {sorted(obj)[:8]}")
+
+
+def _alpaca(obj: dict, fields: FieldMap) -> tuple[str, str, str]:
+    input_text = _string(obj, fields.input) if obj.get(fields.input) is not None else ""
+    return _string(obj, fields.instruction), input_text, _string(obj, fields.output)
 
 
 def _string(obj: dict, field: str) -> str:
@@ -188,31 +187,32 @@ def _string(obj: dict, field: str) -> str:
     return value
 
 
-def _single_exchange(turns: Any, field: str, role_key: str, text_key: str) -> tuple[str, str, str]:
+def _single_exchange(turns: Any, conversation: Conversation, fields: FieldMap) -> tuple[str, str, str]:
     """One user turn then one assistant turn, optionally after a system turn (which is not used)."""
+    column, role_key, text_key = conversation.column, conversation.role_tag, conversation.content_tag
     if not isinstance(turns, list):
-        raise _Invalid("not_a_string", f"field '{field}' is {type(turns).__name__}, not a list of turns")
+        raise _Invalid("not_a_string", f"field '{column}' is {type(turns).__name__}, not a list of turns")
     exchange = []
     for position, turn in enumerate(turns):
         if not isinstance(turn, dict) or role_key not in turn or text_key not in turn:
-            raise _Invalid("missing_field", f"{field}[{position}] needs '{role_key}' and '{text_key}'")
+            raise _Invalid("missing_field", f"{column}[{position}] needs '{role_key}' and '{text_key}'")
         role, text = turn[role_key], turn[text_key]
         for key, value in ((role_key, role), (text_key, text)):
             if not isinstance(value, str):
-                raise _Invalid("not_a_string", f"{field}[{position}].{key} is {type(value).__name__}, not a string")
-        if not (role in _SYSTEM_ROLES and position == 0):
+                raise _Invalid("not_a_string", f"{column}[{position}].{key} is {type(value).__name__}, not a string")
+        if not (role in fields.system_roles and position == 0):
             exchange.append((role, text))
-    users = sum(role in _USER_ROLES for role, _ in exchange)
-    assistants = sum(role in _ASSISTANT_ROLES for role, _ in exchange)
+    users = sum(role in fields.user_roles for role, _ in exchange)
+    assistants = sum(role in fields.assistant_roles for role, _ in exchange)
     if users > 1 or assistants > 1:
         raise _Invalid(
             "multi_turn", f"{users} user and {assistants} assistant turns; only a single exchange can be mosaicked"
         )
-    others = sorted({str(role) for role, _ in exchange} - _USER_ROLES - _ASSISTANT_ROLES)
+    others = sorted({str(role) for role, _ in exchange} - fields.user_roles - fields.assistant_roles)
     if others:
         raise _Invalid(
             "unsupported_role", f"turns with role {others}; only one user/assistant exchange can be mosaicked"
         )
-    if [role in _USER_ROLES for role, _ in exchange] != [True, False]:
-        raise _Invalid("missing_field", f"{field} must hold one user turn followed by one assistant turn")
+    if [role in fields.user_roles for role, _ in exchange] != [True, False]:
+        raise _Invalid("missing_field", f"{column} must hold one user turn followed by one assistant turn")
     return exchange[0][1], "", exchange[1][1]
