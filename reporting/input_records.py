@@ -12,6 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from reporting.run_stats import source_of
 from transforms.core.decoding import input_labels
+from transforms.core.fields import FieldMap
 from transforms.core.lengths import LengthTemplate, SampleLengths
 from transforms.core.records import Record
 from transforms.core.tokens import load_counter
@@ -35,7 +36,7 @@ class InputRecords:
         return self.file_by_id.get(record_id) or source_of(record_id, self._labels)
 
 
-def read_inputs(inputs: Sequence[str], tokenizer: str, length_template: str) -> InputRecords:
+def read_inputs(inputs: Sequence[str], tokenizer: str, length_template: str, fields: FieldMap) -> InputRecords:
     labels = input_labels(inputs)
     found = InputRecords(files=list(labels.values()))
     lengths = SampleLengths(load_counter(tokenizer), LengthTemplate(length_template))
@@ -45,7 +46,7 @@ def read_inputs(inputs: Sequence[str], tokenizer: str, length_template: str) -> 
             found.missing.append(path)
             continue
         records: list[Record] = []
-        for item in read_file(path, label):
+        for item in read_file(path, label, fields):
             if isinstance(item, Record):
                 records.append(item)
                 found.file_by_id.setdefault(item.id, label)

@@ -17,6 +17,7 @@ from pipeline.errors import CommandParser, UsageError
 from reporting import outputs
 from transforms.core.anatomy import meta_instruction, response_blocks
 from transforms.core.decoding import input_labels
+from transforms.core.fields import FieldMap
 from transforms.core.records import Record
 from transforms.core.rulebook import RULES
 from transforms.core.rules import Rules, load_rules, parse_rules
@@ -44,7 +45,7 @@ class SampleFilter:
         )
 
 
-def source_records(inputs: Sequence[str], ids: Iterable[str]) -> dict[str, Record]:
+def source_records(inputs: Sequence[str], ids: Iterable[str], fields: FieldMap) -> dict[str, Record]:
     """The records with these ids, read from the inputs; an id `<file name>:<index>` reads only that file."""
     wanted = set(ids)
     labels = input_labels(inputs)
@@ -54,7 +55,7 @@ def source_records(inputs: Sequence[str], ids: Iterable[str]) -> dict[str, Recor
     found: dict[str, Record] = {}
     for path in files:
         try:
-            for item in read_file(path, labels[path]):
+            for item in read_file(path, labels[path], fields):
                 if isinstance(item, Record) and item.id in wanted and item.id not in found:
                     found[item.id] = item
                     if len(found) == len(wanted):
@@ -145,7 +146,8 @@ def pick(directory: str, sample_filter: SampleFilter, n: int) -> list[dict]:
 
 
 def render_samples(directory: str, manifest: dict, chosen: Sequence[dict], full: bool = False) -> list[str]:
-    records = source_records(manifest["inputs"], {source for sample in chosen for source in sample["sources"]})
+    sources = {source for sample in chosen for source in sample["sources"]}
+    records = source_records(manifest["inputs"], sources, outputs.input_fields(manifest))
     rules = run_rules(manifest)
     return [render(sample, records, rules, manifest["options"]["max_length"], full) for sample in chosen]
 

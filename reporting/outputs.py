@@ -13,6 +13,7 @@ from typing import cast
 import fastavro
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.core.fields import FieldMap, parse_field_map
 from transforms.manifest import MANIFEST, read_manifest_at
 
 
@@ -25,6 +26,12 @@ def read_manifest(directory: str) -> dict:
     if not FileSystems.exists(path):
         raise OutputsError(f"'{directory}' has no {MANIFEST}: not the output folder of a finished mosaic-it run")
     return read_manifest_at(path)
+
+
+def input_fields(manifest: dict) -> FieldMap:
+    """How the run read its inputs' columns (its --fields and --tags), to read them again the same way."""
+    options = manifest.get("options", {})
+    return parse_field_map(options.get("fields"), options.get("tags"))
 
 
 def matching(directory: str, pattern: str) -> list[str]:

@@ -45,7 +45,9 @@ REPORT_FOLDER = "report"
 
 def mosaic_report(directory: str, manifest: dict) -> Report:
     counts, options = manifest["counts"], manifest["options"]
-    found = read_inputs(manifest["inputs"], manifest["tokenizer"], manifest["length_template"])
+    found = read_inputs(
+        manifest["inputs"], manifest["tokenizer"], manifest["length_template"], outputs.input_fields(manifest)
+    )
     scan = scan_samples(outputs.samples(directory), found.file_of)
     rejections = scan_rejected(outputs.rejected(directory))
     notes = [

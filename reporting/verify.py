@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pipeline.errors import CommandParser, UsageError
 from reporting import outputs
 from transforms.core.decoding import input_labels
+from transforms.core.fields import FieldMap
 from transforms.core.lengths import LengthTemplate, SampleLengths
 from transforms.core.randomness import HashStream
 from transforms.core.records import Record
@@ -37,11 +38,11 @@ class Violation:
     detail: str
 
 
-def _records(inputs: Sequence[str]) -> dict[str, list[Record]]:
+def _records(inputs: Sequence[str], fields: FieldMap) -> dict[str, list[Record]]:
     """Every record of the inputs by id (a duplicate id maps to several)."""
     by_id: dict[str, list[Record]] = defaultdict(list)
     for path, label in input_labels(inputs).items():
-        for item in read_file(path, label):
+        for item in read_file(path, label, fields):
             if isinstance(item, Record):
                 by_id[item.id].append(item)
     return by_id
@@ -132,7 +133,7 @@ def verify(directory: str) -> list[Violation]:
         raise UsageError(
             f"'{directory}' holds a '{manifest.get('tool')}' run; verify reads the output of `mosaic-it run`"
         )
-    records = _records(manifest["inputs"])
+    records = _records(manifest["inputs"], outputs.input_fields(manifest))
     samples = list(outputs.samples(directory))
     lengths = SampleLengths(load_counter(manifest["tokenizer"]), LengthTemplate(manifest["length_template"]))
     violations = check_accounting(samples, outputs.rejected(directory), records)

@@ -182,6 +182,21 @@ def test_a_run_maps_query_response_records_into_samples(tmp_path):
     assert sum(sample["count"] for sample in samples) == 20
 
 
+def test_verify_inspect_and_report_read_the_inputs_through_the_runs_mapping(tmp_path, capsys):
+    data = _jsonl(tmp_path / "qr.jsonl", QUERY_RESPONSE * 5)
+    output = tmp_path / "out"
+    argv = ["run", "--input", str(data), "--output", str(output), "--epochs", "1", "--formats", "jsonl", "--quiet"]
+    assert main([*argv, "--fields", "instruction=query,input=context,output=response"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["verify", str(output)]) == EXIT_OK
+    assert main(["inspect", str(output), "--n", "1"]) == EXIT_OK
+    shown = capsys.readouterr().out
+    assert "qr.jsonl:0" in shown and QUERY_RESPONSE[0]["query"].splitlines()[0][:40] in shown
+    assert main(["report", str(output)]) == EXIT_OK
+    page = (output / "report" / "index.html").read_text(encoding="utf-8")
+    assert "not found" not in page.lower() and "qr.jsonl" in page
+
+
 def test_select_reads_its_mapping_from_the_same_flags():
     argv = ["--input", "x.jsonl", "--output", "o", "--model", "m", "--fields", "instruction=question,output=answer"]
     options = own_option_values(SelectOptions(argv), SelectOptions)

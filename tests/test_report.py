@@ -116,7 +116,8 @@ def test_the_figures_count_what_the_manifest_counts(run_dir):
 def test_every_sample_of_the_run_comes_apart(run_dir):
     manifest = _manifest(run_dir)
     samples = list(outputs.samples(str(run_dir)))
-    records = source_records(manifest["inputs"], {source for sample in samples for source in sample["sources"]})
+    sources = {source for sample in samples for source in sample["sources"]}
+    records = source_records(manifest["inputs"], sources, outputs.input_fields(manifest))
     rules = run_rules(manifest)
     for sample in samples:
         separator = PRIMARY_SEPARATOR if sample["strategy"] == "primary" else rules.response_separator
