@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pipeline.errors import CommandParser, UsageError
 from reporting import outputs
 from transforms.core.decoding import input_labels
-from transforms.core.lengths import LengthTemplate, SampleLengths
+from transforms.core.lengths import LengthTemplate, LengthTemplateError, SampleLengths
 from transforms.core.randomness import HashStream
 from transforms.core.records import Record
 from transforms.core.rulebook import MASK_RULES, PERMUTE_RULES
@@ -134,7 +134,10 @@ def verify(directory: str) -> list[Violation]:
         )
     records = _records(manifest["inputs"])
     samples = list(outputs.samples(directory))
-    lengths = SampleLengths(load_counter(manifest["tokenizer"]), LengthTemplate(manifest["length_template"]))
+    template = LengthTemplate(
+        manifest["length_template"], manifest["options"].get("system_prompt"), manifest["tokenizer"]
+    )
+    lengths = SampleLengths(load_counter(manifest["tokenizer"]), template)
     violations = check_accounting(samples, outputs.rejected(directory), records)
     for sample in samples:
         violations += check_sample(sample, records)
@@ -159,7 +162,7 @@ def verify_command(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     try:
         violations = verify(args.directory)
-    except outputs.OutputsError as err:
+    except (outputs.OutputsError, LengthTemplateError) as err:
         raise UsageError(str(err)) from None
     if violations:
         print(violation_table(violations))
