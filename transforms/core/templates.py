@@ -111,7 +111,7 @@ def _chat_shape(tokenizer_name: str, system_prompt: str | None) -> Shape:
         raise LengthTemplateError(
             f"--length-template chat: the chat template of '{tokenizer_name}' does not show each message once, in order"
         )
-    if system_prompt is not None and system_prompt not in before:
+    if system_prompt is not None and system_prompt.strip() not in before:
         raise LengthTemplateError(
             f"--length-template chat: the chat template of '{tokenizer_name}' leaves out the --system-prompt"
         )
