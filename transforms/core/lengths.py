@@ -19,7 +19,6 @@ added token, or one formed where a Part was cut out, sends the sample to whole c
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -89,7 +88,7 @@ class SampleLengths:
     def measure(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[int, Part, Part]]:
         """For each (prompt, output) of one record: its exact length alone, and the Parts of
         its prompt and output, so that samples holding it recount only around them."""
-        cuts = [(self.counter.interior(prompt), self.counter.interior(output)) for prompt, output in pairs]
+        cuts = [(self._interior(prompt), self._interior(output)) for prompt, output in pairs]
         inner = [
             text[cut[0] : cut[1]] for pair, pair_cuts in zip(pairs, cuts) for text, cut in zip(pair, pair_cuts) if cut
         ]
@@ -115,18 +114,17 @@ class SampleLengths:
         known_tokens: list[int] = []
         whole: list[int] = []
         for index, (instruction, output) in enumerate(items):
-            cut_instruction, cut_output = self._cut_out(instruction), self._cut_out(output)
-            sample_texts = None
-            if cut_instruction is not None and cut_output is not None:
-                sample_texts = self._junction_texts(cut_instruction[0], cut_output[0])
+            (instruction_left, instruction_tokens), (output_left, output_tokens) = map(
+                self._cut_out, (instruction, output)
+            )
+            sample_texts = self._junction_texts(instruction_left, output_left)
             spans.append((len(texts), len(texts) + len(sample_texts or ())))
             if sample_texts is None:
                 whole.append(index)
                 known_tokens.append(0)
-                continue
-            texts += sample_texts
-            assert cut_instruction is not None and cut_output is not None
-            known_tokens.append(junctions.fixed_tokens + cut_instruction[1] + cut_output[1])
+            else:
+                texts += sample_texts
+                known_tokens.append(junctions.fixed_tokens + instruction_tokens + output_tokens)
         counts = self.counter.count(texts)
         totals = [known + sum(counts[start:end]) for known, (start, end) in zip(known_tokens, spans)]
         if whole:
@@ -153,24 +151,32 @@ class SampleLengths:
             texts.append(text)
         return texts
 
-    def _cut_out(self, spliced: Spliced) -> tuple[str, int] | None:
-        """The spliced text with the Parts cut out, as the template places it, and the Parts' tokens;
-        None when trimming the text would reach into a Part."""
+    def _interior(self, text: str) -> tuple[int, int] | None:
+        """The text's (first cut, last cut); under a template that trims the messages, only when a kept
+        character stands before and after them, so that trimming never reaches into the Part between."""
+        cuts = self.counter.interior(text)
+        if (
+            cuts
+            and self.template.shape.trims
+            and not len(text) - len(text.lstrip()) < cuts[0] < cuts[1] < len(text.rstrip())
+        ):
+            return None
+        return cuts
+
+    def _cut_out(self, spliced: Spliced) -> tuple[str, int]:
+        """The spliced text with the Parts cut out, as the template places it, and the Parts' tokens.
+
+        Trimming what is left trims what the whole text would lose: a kept character of the record
+        stands on either side of each Part (see `_interior`)."""
         pieces = list(spliced.pieces)
         tokens = 0
-        trimmed = self.template.shape.trims
-        whole = "".join(pieces) if trimmed else ""
-        lead, end = len(whole) - len(whole.lstrip()), len(whole.rstrip())
-        offsets = list(itertools.accumulate(map(len, pieces), initial=0)) if trimmed else []
-        for slot, (start, stop, n_tokens) in zip(spliced.slots, spliced.parts):
-            if stop > start:
-                if trimmed and not lead < offsets[slot] + start < offsets[slot] + stop < end:
-                    return None  # the cuts around a Part need a character kept on either side
+        for slot, (start, end, n_tokens) in zip(spliced.slots, spliced.parts):
+            if end > start:
                 text = pieces[slot]
-                pieces[slot] = text[:start] + text[stop:]
+                pieces[slot] = text[:start] + text[end:]
                 tokens += n_tokens
         left = "".join(pieces)
-        return (left[lead : len(left) - (len(whole) - end)] if trimmed else left), tokens
+        return (left.strip() if self.template.shape.trims else left), tokens
 
     def _split_template(self) -> _Junctions:
         shape, counter = self.template.shape, self.counter
