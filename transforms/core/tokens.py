@@ -27,7 +27,10 @@ characters around it):
 
 Hugging Face tokenizers also match added tokens (``<s>``, ``<|eot_id|>``) inside the
 text; a text where one could touch a cut is never split (see
-:meth:`HuggingFaceCounter.interior`).
+:meth:`HuggingFaceCounter.interior`). They match them first and tokenize each stretch
+between them on its own, so a fixed text (a length template's) also splits where one of
+its added tokens starts (:meth:`HuggingFaceCounter.anchors`); not where one ends, since
+Metaspace ``prepend_scheme=first`` prefixes a stretch only at the start of the whole text.
 """
 
 from __future__ import annotations
