@@ -291,3 +291,11 @@ def test_a_template_that_cannot_work_is_a_one_line_usage_error(arguments, messag
 def test_a_template_error_names_the_option():
     with pytest.raises(LengthTemplateError, match="--length-template chat"):
         LengthTemplate("chat", None, "quicktok:llama3")
+
+
+def test_a_system_prompt_replaces_the_vicuna_system_line():
+    lengths = SampleLengths(load_counter("quicktok:llama3"), LengthTemplate("vicuna", "Be brief."))
+    assert lengths.template.text("Hi?", "Hello.") == "Be brief. USER: Hi? ASSISTANT: Hello."
+    [(n_tokens, _, _)] = lengths.measure([("Say hi to the world, please.", "Hello, world and all in it.")])
+    text = "Be brief. USER: Say hi to the world, please. ASSISTANT: Hello, world and all in it."
+    assert n_tokens == load_counter("quicktok:llama3").count([text])[0] + 1, "plus the end-of-sequence token"
