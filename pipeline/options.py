@@ -8,11 +8,12 @@ import re
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+from pipeline.errors import check_local_directory
 from pipeline.flags import add_flag
 from pipeline.runner import LaunchOptions
 from transforms.core.config import MosaicConfig
 from transforms.core.fields import FIELD_NAMES, TAG_NAMES, FieldMap, field_spec_problem, parse_field_map
-from transforms.core.lengths import LENGTH_TEMPLATES
+from transforms.core.lengths import LENGTH_TEMPLATES, LengthTemplate, LengthTemplateError
 from transforms.core.strategies import STRATEGIES
 from transforms.core.tokens import DEFAULT_TOKENIZER
 from transforms.core.wrap import WRAP_MODES
@@ -101,7 +102,9 @@ class MosaicOptions(PipelineOptions):
         add_input_output(parser)
         tokenizers = "quicktok:<llama3|qwen3|cl100k_base|o200k_base> or hf:<hub id or local directory>"
         add_flag(parser, "tokenizer", default=DEFAULT_TOKENIZER, help=f"{tokenizers}.")
-        add_flag(parser, "length-template", default="raw", help=f"What is counted: {' or '.join(LENGTH_TEMPLATES)}.")
+        templates = ", ".join(LENGTH_TEMPLATES)
+        add_flag(parser, "length-template", default="raw", help=f"What is counted: {templates}.")
+        add_flag(parser, "system-prompt", default=None, help="System prompt the length template counts (not raw).")
         add_flag(parser, "epochs", type=int, default=4, help="Passes over the data.")
         add_flag(parser, "epoch-offset", type=int, default=0, help="Number of the first epoch (reruns use fresh ones).")
         add_flag(parser, "seed", type=int, default=0, help="Seed of every random choice.")
@@ -132,6 +135,7 @@ class MosaicOptions(PipelineOptions):
         return MosaicConfig(
             tokenizer=self.tokenizer,
             length_template=self.length_template,
+            system_prompt=self.system_prompt,
             rules_text=read_rules_text(self.rules),
             seed=self.seed,
             epochs=self.epochs,
@@ -186,10 +190,6 @@ def validate(options: MosaicOptions) -> None:
             options.strategy in STRATEGIES,
             f"--strategy '{options.strategy}' is unknown; choose one of {', '.join(STRATEGIES)}",
         ),
-        (
-            options.length_template in LENGTH_TEMPLATES,
-            f"--length-template '{options.length_template}' is unknown; choose one of {', '.join(LENGTH_TEMPLATES)}",
-        ),
         (options.max_length >= 1, f"--max-length must be at least 1, got {options.max_length}"),
         (options.wrap_max >= 1, f"--wrap-max must be at least 1, got {options.wrap_max}"),
         (options.epochs >= 1, f"--epochs must be at least 1, got {options.epochs}"),
@@ -213,3 +213,14 @@ def validate(options: MosaicOptions) -> None:
     for ok, message in checks:
         if not ok:
             raise OptionsError(message)
+    check_length_template(options)
+
+
+def check_length_template(options: MosaicOptions) -> None:
+    """The template with its system prompt works with the tokenizer (`chat` loads the tokenizer's chat template)."""
+    if options.length_template == "chat" and options.tokenizer.startswith("hf:"):
+        check_local_directory(options.tokenizer.removeprefix("hf:"), "--tokenizer")
+    try:
+        LengthTemplate(options.length_template, options.system_prompt, options.tokenizer)
+    except LengthTemplateError as err:
+        raise OptionsError(str(err)) from None

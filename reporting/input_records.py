@@ -13,9 +13,8 @@ from apache_beam.io.filesystems import FileSystems
 from reporting.run_stats import source_of
 from transforms.core.decoding import input_labels
 from transforms.core.fields import FieldMap
-from transforms.core.lengths import LengthTemplate, SampleLengths
+from transforms.core.lengths import SampleLengths
 from transforms.core.records import Record
-from transforms.core.tokens import load_counter
 from transforms.read import read_file
 
 _BATCH = 4096  # records per tokenizer call
@@ -36,10 +35,9 @@ class InputRecords:
         return self.file_by_id.get(record_id) or source_of(record_id, self._labels)
 
 
-def read_inputs(inputs: Sequence[str], tokenizer: str, length_template: str, fields: FieldMap) -> InputRecords:
+def read_inputs(inputs: Sequence[str], lengths: SampleLengths, fields: FieldMap) -> InputRecords:
     labels = input_labels(inputs)
     found = InputRecords(files=list(labels.values()))
-    lengths = SampleLengths(load_counter(tokenizer), LengthTemplate(length_template))
     for path, label in labels.items():
         found.file_by_id[label] = label
         if not FileSystems.exists(path):

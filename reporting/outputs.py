@@ -14,6 +14,8 @@ import fastavro
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.core.fields import FieldMap, parse_field_map
+from transforms.core.lengths import LengthTemplate, SampleLengths
+from transforms.core.tokens import load_counter
 from transforms.manifest import MANIFEST, read_manifest_at
 
 
@@ -32,6 +34,14 @@ def input_fields(manifest: dict) -> FieldMap:
     """How the run read its inputs' columns (its --fields and --tags), to read them again the same way."""
     options = manifest.get("options", {})
     return parse_field_map(options.get("fields"), options.get("tags"))
+
+
+def sample_lengths(manifest: dict) -> SampleLengths:
+    """Counts under the run's tokenizer, length template and system prompt, as the run counted."""
+    template = LengthTemplate(
+        manifest["length_template"], manifest["options"].get("system_prompt"), manifest["tokenizer"]
+    )
+    return SampleLengths(load_counter(manifest["tokenizer"]), template)
 
 
 def matching(directory: str, pattern: str) -> list[str]:

@@ -45,9 +45,7 @@ REPORT_FOLDER = "report"
 
 def mosaic_report(directory: str, manifest: dict) -> Report:
     counts, options = manifest["counts"], manifest["options"]
-    found = read_inputs(
-        manifest["inputs"], manifest["tokenizer"], manifest["length_template"], outputs.input_fields(manifest)
-    )
+    found = read_inputs(manifest["inputs"], outputs.sample_lengths(manifest), outputs.input_fields(manifest))
     scan = scan_samples(outputs.samples(directory), found.file_of)
     rejections = scan_rejected(outputs.rejected(directory))
     notes = [

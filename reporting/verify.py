@@ -18,11 +18,10 @@ from pipeline.errors import CommandParser, UsageError
 from reporting import outputs
 from transforms.core.decoding import input_labels
 from transforms.core.fields import FieldMap
-from transforms.core.lengths import LengthTemplate, SampleLengths
+from transforms.core.lengths import LengthTemplateError, SampleLengths
 from transforms.core.randomness import HashStream
 from transforms.core.records import Record
 from transforms.core.rulebook import MASK_RULES, PERMUTE_RULES
-from transforms.core.tokens import load_counter
 from transforms.manifest import MOSAIC_TOOL
 from transforms.read import read_file
 
@@ -135,7 +134,7 @@ def verify(directory: str) -> list[Violation]:
         )
     records = _records(manifest["inputs"], outputs.input_fields(manifest))
     samples = list(outputs.samples(directory))
-    lengths = SampleLengths(load_counter(manifest["tokenizer"]), LengthTemplate(manifest["length_template"]))
+    lengths = outputs.sample_lengths(manifest)
     violations = check_accounting(samples, outputs.rejected(directory), records)
     for sample in samples:
         violations += check_sample(sample, records)
@@ -160,7 +159,7 @@ def verify_command(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     try:
         violations = verify(args.directory)
-    except outputs.OutputsError as err:
+    except (outputs.OutputsError, LengthTemplateError) as err:
         raise UsageError(str(err)) from None
     if violations:
         print(violation_table(violations))

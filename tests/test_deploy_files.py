@@ -150,7 +150,8 @@ def _accepted_by_pipeline(name: str, value: str) -> bool:
 
 # Per option: values the pipeline accepts, then values it rejects.
 VALIDATED = {
-    "length_template": (LENGTH_TEMPLATES, ["chatml", ""]),
+    # `chat` needs an hf: tokenizer with a chat template (the default tokenizer is quicktok)
+    "length_template": ([name for name in LENGTH_TEMPLATES if name != "chat"], ["alpaca", ""]),
     "wrap_mode": (WRAP_MODES, ["gaussian", ""]),
     "strategy": (STRATEGIES, ["shuffle", ""]),
     "formats": (["jsonl", "avro,messages", ",".join(SAMPLE_FORMATS)], ["jsonl,csv", "", ","]),

@@ -25,6 +25,7 @@ class MosaicConfig:
     wrap_max: int
     max_length: int
     records_per_key: int
+    system_prompt: str | None = None  # counted by the length template (--system-prompt)
 
     @property
     def epoch_numbers(self) -> range:
@@ -37,7 +38,7 @@ class MosaicConfig:
     @property
     def resources_tag(self) -> str:
         """What Resources depend on: workers share one Resources per distinct tag."""
-        return repr((self.tokenizer, self.length_template, self.rules_text))
+        return repr((self.tokenizer, self.length_template, self.system_prompt, self.rules_text))
 
 
 class Resources:
@@ -45,7 +46,8 @@ class Resources:
     and their overheads, which depend on `MosaicConfig.resources_tag` alone."""
 
     def __init__(self, config: MosaicConfig):
-        self.lengths = SampleLengths(load_counter(config.tokenizer), LengthTemplate(config.length_template))
+        template = LengthTemplate(config.length_template, config.system_prompt, config.tokenizer)
+        self.lengths = SampleLengths(load_counter(config.tokenizer), template)
         self.rules: Rules = load_rules() if config.rules_text is None else parse_rules(config.rules_text, "--rules")
         self.overheads = Overheads.measure(self.lengths, self.rules)
 

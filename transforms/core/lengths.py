@@ -3,51 +3,51 @@
 A record is measured once (`SampleLengths.measure`); a composed sample is then counted by
 tokenizing only what lies around its records' Parts (`count_spliced`). See `tokens.py`
 for why a text's count is the sum of its parts cut at a cut.
+
+The template's own text is counted once too. The counter names anchors inside each fixed
+piece (`TokenCounter.anchors`): positions no token spans, whatever stands around the piece,
+from which the rest of the text counts as it would alone. The text from the start to the
+last anchor of `before`, between the first and last anchors of `between`, and from the
+first anchor of `after` to the end never changes and is counted when the template is set
+up; a sample tokenizes only its junctions, the stretches from one of those anchors to the
+next with the variable text in between (the instruction, the output, or both when
+`between` has no anchor). A junction is counted alone only when the tokenizer matches
+exactly the template's added tokens in it, at their places: a record's text that holds an
+added token, or one formed where a Part was cut out, sends the sample to whole counting.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from transforms.core.tokens import NO_PART, Part, TokenCounter
+from transforms.core.templates import LENGTH_TEMPLATES, LengthTemplateError, Shape, template_shape
+from transforms.core.tokens import DEFAULT_TOKENIZER, NO_PART, Part, TokenCounter
 
-LENGTH_TEMPLATES = ("raw", "vicuna")
-
-# The system line of FastChat's "vicuna_v1.1" conversation template, which the Mosaic-IT
-# paper trained with. It is reproduced verbatim because counting that prompt exactly is
-# the point of the `vicuna` length template.
-VICUNA_SYSTEM = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
+__all__ = ["LENGTH_TEMPLATES", "LengthTemplate", "LengthTemplateError", "SampleLengths", "Spliced"]
 
 
 @dataclass(frozen=True)
 class LengthTemplate:
-    """What is counted for a sample: `raw` (instruction + response text, as the original
-    method counted) or `vicuna` (the whole training prompt plus the end-of-sequence token)."""
+    """What is counted for a sample: `raw` (instruction + response text, as the original method
+    counted), the `vicuna` prompt the paper trained with, the `llama-2`, `llama-3` and `chatml`
+    chat formats, or `chat`, the chat template of the `hf:` tokenizer (read from `tokenizer`)."""
 
     name: str
+    system_prompt: str | None = None
+    tokenizer: str = DEFAULT_TOKENIZER
 
     def __post_init__(self):
-        if self.name not in LENGTH_TEMPLATES:
-            raise ValueError(f"unknown length template '{self.name}'; choose one of {', '.join(LENGTH_TEMPLATES)}")
+        self.shape  # noqa: B018 -- raises LengthTemplateError for a template that cannot work
 
-    @property
-    def around(self) -> tuple[str, str]:
-        """The text before the instruction and the text between instruction and output."""
-        return (f"{VICUNA_SYSTEM} USER: ", " ASSISTANT: ") if self.name == "vicuna" else ("", "")
+    @functools.cached_property
+    def shape(self) -> Shape:
+        return template_shape(self.name, self.system_prompt, self.tokenizer)
 
     def text(self, instruction: str, output: str) -> str:
-        before, between = self.around
-        return f"{before}{instruction}{between}{output}"
-
-    @property
-    def special_tokens(self) -> int:
-        """Special tokens added outside the text (vicuna ends with one end-of-sequence token)."""
-        return 1 if self.name == "vicuna" else 0
+        return self.shape.text(instruction, output)
 
 
 class Spliced(NamedTuple):
@@ -58,21 +58,37 @@ class Spliced(NamedTuple):
     parts: Sequence[Part]
 
 
+class _Fixed(NamedTuple):
+    """A fixed text of a junction and where the tokenizer matches its added tokens."""
+
+    text: str
+    added: list[tuple[int, int]]
+
+
+class _Junctions(NamedTuple):
+    """The template split at anchors: its tokens counted once, and the layout of each junction, its
+    fixed texts and where the variable text stands (0: the instruction, 1: the output)."""
+
+    fixed_tokens: int
+    layouts: list[tuple[_Fixed | int, ...]]
+
+
 class SampleLengths:
     """Exact lengths of (instruction, output) pairs under a tokenizer and template."""
 
     def __init__(self, counter: TokenCounter, template: LengthTemplate):
         self.counter = counter
         self.template = template
+        self._junctions = self._split_template()
 
     def count(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
-        extra = self.template.special_tokens
+        extra = self.template.shape.end_tokens
         return [n + extra for n in self.counter.count([self.template.text(i, o) for i, o in pairs])]
 
     def measure(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[int, Part, Part]]:
         """For each (prompt, output) of one record: its exact length alone, and the Parts of
         its prompt and output, so that samples holding it recount only around them."""
-        cuts = [(self.counter.interior(prompt), self.counter.interior(output)) for prompt, output in pairs]
+        cuts = [(self._interior(prompt), self._interior(output)) for prompt, output in pairs]
         inner = [
             text[cut[0] : cut[1]] for pair, pair_cuts in zip(pairs, cuts) for text, cut in zip(pair, pair_cuts) if cut
         ]
@@ -85,39 +101,98 @@ class SampleLengths:
         return [(n, part_p, part_o) for n, (part_p, part_o) in zip(self.count_spliced(items), parts)]
 
     def count_spliced(self, items: Sequence[tuple[Spliced, Spliced]]) -> list[int]:
-        """Exact lengths of (instruction, output) pairs given as Spliced pieces: only what is
-        left around the records' Parts is tokenized.
+        """Exact lengths of (instruction, output) pairs given as Spliced pieces: only the
+        junctions, with the records' Parts cut out, are tokenized.
 
-        A Part starts and ends at cuts, so what is left is the joined stretches between cuts,
-        and it is counted as one text. When that text may count differently in context (it
-        holds an added token), the whole sample is counted instead.
+        A Part starts and ends at cuts, so what is left of a text is its stretches between
+        cuts joined, which count as they did around the Part. A sample whose junctions may
+        count differently alone (see the module docstring) is counted whole instead.
         """
-        before, between = self.template.around
-        leftovers: list[str] = []
+        junctions = self._junctions
+        texts: list[str] = []
+        spans: list[tuple[int, int]] = []  # each sample's junctions in `texts`
         known_tokens: list[int] = []
-        for instruction, output in items:
-            pieces = [before]
-            total = self.template.special_tokens + _cut_out(instruction, pieces)
-            pieces.append(between)
-            known_tokens.append(total + _cut_out(output, pieces))
-            leftovers.append("".join(pieces))
-        in_context = self.counter.count_in_any_context(leftovers)
-        whole = [i for i, n in enumerate(in_context) if n is None]
+        whole: list[int] = []
+        for index, (instruction, output) in enumerate(items):
+            (instruction_left, instruction_tokens), (output_left, output_tokens) = map(
+                self._cut_out, (instruction, output)
+            )
+            sample_texts = self._junction_texts(instruction_left, output_left)
+            spans.append((len(texts), len(texts) + len(sample_texts or ())))
+            if sample_texts is None:
+                whole.append(index)
+                known_tokens.append(0)
+            else:
+                texts += sample_texts
+                known_tokens.append(junctions.fixed_tokens + instruction_tokens + output_tokens)
+        counts = self.counter.count(texts)
+        totals = [known + sum(counts[start:end]) for known, (start, end) in zip(known_tokens, spans)]
         if whole:
             pairs = [("".join(items[i][0].pieces), "".join(items[i][1].pieces)) for i in whole]
             for i, n in zip(whole, self.count(pairs)):
-                in_context[i], known_tokens[i] = n, 0
-        return [known + (n or 0) for known, n in zip(known_tokens, in_context)]
+                totals[i] = n
+        return totals
 
+    def _junction_texts(self, instruction: str, output: str) -> list[str] | None:
+        """The junctions of a sample whose instruction and output (Parts cut out) are given, or None
+        when the tokenizer would match other added tokens in them than the template's."""
+        variable = (instruction, output)
+        texts = []
+        for layout in self._junctions.layouts:
+            text, expected = "", []
+            for element in layout:
+                if isinstance(element, int):
+                    text += variable[element]
+                else:
+                    expected += [(start + len(text), end + len(text)) for start, end in element.added]
+                    text += element.text
+            if self.counter.added_spans(text) != expected:
+                return None
+            texts.append(text)
+        return texts
 
-def _cut_out(spliced: Spliced, into: list[str]) -> int:
-    """Appends the spliced text's pieces to `into` with the Parts cut out; returns their tokens."""
-    pieces = list(spliced.pieces)
-    tokens = 0
-    for slot, (start, end, n_tokens) in zip(spliced.slots, spliced.parts):
-        if end > start:
-            text = pieces[slot]
-            pieces[slot] = text[:start] + text[end:]
-            tokens += n_tokens
-    into += pieces
-    return tokens
+    def _interior(self, text: str) -> tuple[int, int] | None:
+        """The text's (first cut, last cut); under a template that trims the messages, only when a kept
+        character stands before and after them, so that trimming never reaches into the Part between."""
+        cuts = self.counter.interior(text)
+        if (
+            cuts
+            and self.template.shape.trims
+            and not len(text) - len(text.lstrip()) < cuts[0] < cuts[1] < len(text.rstrip())
+        ):
+            return None
+        return cuts
+
+    def _cut_out(self, spliced: Spliced) -> tuple[str, int]:
+        """The spliced text with the Parts cut out, as the template places it, and the Parts' tokens.
+
+        Trimming what is left trims what the whole text would lose: a kept character of the record
+        stands on either side of each Part (see `_interior`)."""
+        pieces = list(spliced.pieces)
+        tokens = 0
+        for slot, (start, end, n_tokens) in zip(spliced.slots, spliced.parts):
+            if end > start:
+                text = pieces[slot]
+                pieces[slot] = text[:start] + text[end:]
+                tokens += n_tokens
+        left = "".join(pieces)
+        return (left.strip() if self.template.shape.trims else left), tokens
+
+    def _split_template(self) -> _Junctions:
+        shape, counter = self.template.shape, self.counter
+        head_end = max(counter.anchors(shape.before), default=0)
+        tail_start = min(counter.anchors(shape.after), default=len(shape.after))
+        between_anchors = counter.anchors(shape.between)
+        fixed = [shape.before[:head_end], shape.after[tail_start:]]
+        before, after = self._fixed(shape.before[head_end:]), self._fixed(shape.after[:tail_start])
+        layouts: list[tuple[_Fixed | int, ...]]
+        if between_anchors:
+            first, last = between_anchors[0], between_anchors[-1]
+            fixed.append(shape.between[first:last])
+            layouts = [(before, 0, self._fixed(shape.between[:first])), (self._fixed(shape.between[last:]), 1, after)]
+        else:
+            layouts = [(before, 0, self._fixed(shape.between), 1, after)]
+        return _Junctions(sum(counter.count(fixed)) + shape.end_tokens, layouts)
+
+    def _fixed(self, text: str) -> _Fixed:
+        return _Fixed(text, self.counter.added_spans(text))

@@ -27,7 +27,10 @@ characters around it):
 
 Hugging Face tokenizers also match added tokens (``<s>``, ``<|eot_id|>``) inside the
 text; a text where one could touch a cut is never split (see
-:meth:`HuggingFaceCounter.interior`).
+:meth:`HuggingFaceCounter.interior`). They match them first and tokenize each stretch
+between them on its own, so a fixed text (a length template's) also splits where one of
+its added tokens starts (:meth:`HuggingFaceCounter.anchors`); not where one ends, since
+Metaspace ``prepend_scheme=first`` prefixes a stretch only at the start of the whole text.
 """
 
 from __future__ import annotations
@@ -76,6 +79,10 @@ class CutRule:
     def from_pattern(cls, name: str, pattern: str) -> CutRule:
         return cls(name, re.compile(pattern), re.compile("(?s).*" + pattern))
 
+    def positions(self, text: str) -> list[int]:
+        """Every cut of the text."""
+        return [match.end() for match in self.before_cut.finditer(text)]
+
     def interior(self, text: str) -> tuple[int, int] | None:
         """(first cut, last cut) of the text, or None when it has fewer than two."""
         first = self.before_cut.search(text)
@@ -103,9 +110,14 @@ class TokenCounter(Protocol):
         """(first cut, last cut) of a text whose count splits there in any context, or None."""
         ...
 
-    def count_in_any_context(self, texts: Sequence[str]) -> list[int | None]:
-        """Counts of texts that count the same wherever they stand; None for a text that may
-        not (one holding an added token, which the tokenizer matches across its context)."""
+    def anchors(self, piece: str) -> list[int]:
+        """Positions strictly inside a fixed text (a template's) where a text holding it splits, whatever
+        stands around it: no token or added-token match spans them, and the text from an anchor on counts
+        alone as it does there. See lengths.py for how a template's text is counted once."""
+        ...
+
+    def added_spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) of each added token the tokenizer matches in the text, in order."""
         ...
 
 
@@ -126,8 +138,11 @@ class QuicktokCounter:
             return []
         return quicktok_counts(self._encoding, list(texts))
 
-    def count_in_any_context(self, texts: Sequence[str]) -> list[int | None]:
-        return list[int | None](self.count(texts))
+    def anchors(self, piece: str) -> list[int]:
+        return BYTE_LEVEL_CUTS.positions(piece)
+
+    def added_spans(self, text: str) -> list[tuple[int, int]]:
+        return []  # quicktok reads special-token strings as plain text
 
 
 def _tokenizers_serial_after_fork() -> None:
@@ -156,14 +171,24 @@ class HuggingFaceCounter:
         self._tokenizer: Any = None  # the transformers tokenizer, used only when it has no fast backend
         backend = _plain_tokenizer_json(name_or_path)
         if backend is None:
-            self._tokenizer = _auto_tokenizer(name_or_path)
+            self._tokenizer = auto_tokenizer(name_or_path)
             backend = getattr(self._tokenizer, "backend_tokenizer", None)
         self._encode_batch: Callable[..., list] | None = getattr(backend, "encode_batch_fast", None) or getattr(
             backend, "encode_batch", None
         )
         serialized = backend.to_str() if backend is not None else "{}"
         description = json.loads(serialized)
-        added = [token["content"] for token in description.get("added_tokens", [])]
+        added_tokens = description.get("added_tokens", [])
+        added = [token["content"] for token in added_tokens]
+        # The tokenizer splits a text at its added tokens first and tokenizes each stretch between them
+        # on its own, unless an added token takes whitespace around it or is matched after normalizing.
+        self._added_split_first = not any(
+            token.get("lstrip")
+            or token.get("rstrip")
+            or token.get("single_word")
+            or (token.get("normalized") and description.get("normalizer"))
+            for token in added_tokens
+        )
         self._added = re.compile("|".join(map(re.escape, sorted(added, key=len, reverse=True)))) if added else None
         self._added_joined = "\x00".join(added)
         self._cuts = cut_rule(description)
@@ -185,13 +210,20 @@ class HuggingFaceCounter:
             counts = self._verify(texts, counts)
         return counts
 
-    def count_in_any_context(self, texts: Sequence[str]) -> list[int | None]:
-        counts = list[int | None](self.count(texts))
-        if self._added:
-            for i, text in enumerate(texts):
-                if self._added.search(text):
-                    counts[i] = None
-        return counts
+    def added_spans(self, text: str) -> list[tuple[int, int]]:
+        return [match.span() for match in self._added.finditer(text)] if self._added else []
+
+    def anchors(self, piece: str) -> list[int]:
+        """Cuts, and the starts of added tokens where each added token splits the text alone (see
+        `_added_split_first`), except where an added token could hold the two characters around them.
+
+        Not the ends of added tokens: with Metaspace `prepend_scheme=first` the text right after one
+        counts without the prefix it would get at the start of a text, so a text counted alone must
+        start with the added token itself."""
+        positions = set(self._cuts.positions(piece)) if self._cuts else set()
+        if self._added_split_first:
+            positions.update(start for start, _ in self.added_spans(piece) if start > 0)
+        return sorted(c for c in positions if piece[c - 1 : c + 1] not in self._added_joined)
 
     def interior(self, text: str) -> tuple[int, int] | None:
         """A text whose added-token matches could cross a cut is not split: it holds an
@@ -304,7 +336,7 @@ def _merges_cross_metaspace(merges: list) -> bool:
     return False
 
 
-def _auto_tokenizer(name_or_path: str):
+def auto_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
     try:
