@@ -286,9 +286,9 @@ class _Finish(beam.DoFn):
 class ScoreCandidates(beam.PTransform):
     """Candidates -> Scored (main), rejections, and the new cache entries (key, CachedLosses).
 
-    Pairs are cut into micro-batches by length from groups fixed by the data (length bucket and, in a
-    large bucket, key hash), not by bundle or by what the cache holds, so every runner, with or without a cache,
-    feeds the model the same batches and gets the same float results. A micro-batch whose every
+    Pairs are cut into micro-batches by length from groups fixed by the data (length bucket and, in
+    a large bucket, key hash), not by bundle or by what the cache holds, so every runner, with or
+    without a cache, feeds the model the same batches and gets the same float results. A micro-batch whose every
     pair the cache holds takes its scores from the cache; any other is scored whole by RunInference.
     """
 

@@ -107,10 +107,10 @@ def build_scoring_model(directory: Path) -> Path:
 
 
 def scoring_pairs(model_dir: Path, max_tokens: int) -> list:
-    """The scoring pairs select builds for the Alpaca records (tokenized here, outside any timing)."""
+    """The distinct scoring pairs select builds for the Alpaca records."""
     from transformers import AutoTokenizer
 
-    from transforms.core.ifd import PairBuilder, ScoringIdentity, resolve_template
+    from transforms.core.ifd import PairBuilder, ScoringIdentity, ScoringPair, resolve_template
     from transforms.core.records import Record
 
     rows = json.loads(ALPACA.read_text(encoding="utf-8"))
@@ -118,7 +118,8 @@ def scoring_pairs(model_dir: Path, max_tokens: int) -> list:
     template = resolve_template(SCORING_TEMPLATE, None)
     identity = ScoringIdentity("model", "tokenizer", template, max_tokens, "float32")
     builder = PairBuilder(AutoTokenizer.from_pretrained(model_dir), identity)
-    return builder.build(records)
+    built = builder.build(records)
+    return list({pair.key: pair for pair in built if isinstance(pair, ScoringPair)}.values())  # each text once
 
 
 def padding(batches: list[list[tuple]]) -> tuple[int, int]:
@@ -211,7 +212,8 @@ def scoring_row(batch_tokens: int, max_tokens: int) -> None:
     (real, padded), (_, floor_padded) = padding(plan), padding(batches)
     scored = sum(p.conditional_response + p.prior_response for p in pairs)
     print(
-        f"scoring: {manifest['counts']['scores']['computed']} records, {real:,} tokens ({scored:,} scored), "
+        f"scoring: {manifest['counts']['scores']['computed']} records, {len(pairs)} distinct texts: "
+        f"{real:,} tokens ({scored:,} scored), "
         f"torch threads {torch.get_num_threads()}, --batch-tokens {batch_tokens}",
         flush=True,
     )
