@@ -1,4 +1,5 @@
-"""Running a pipeline while logging its progress at a steady pace: counts and rates, never a guessed total."""
+"""Running a pipeline while logging its progress at a steady pace: counts and rates, and a share done
+once the total is counted, never guessed."""
 
 from __future__ import annotations
 
@@ -20,12 +21,17 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipeline.runner import LaunchOptions, where_to_watch
 from transforms.progress import (
+    CACHE_HITS,
     COUNTERS,
     NAMESPACE,
     PROGRESS_DIR_ENV,
     RECORD_EPOCHS_PACKED,
     RECORD_EPOCHS_PLANNED,
+    RECORDS_SCORED,
+    RECORDS_TO_SCORE,
+    ROUNDS_ORDERED,
     TALLY,
+    ProgressCounter,
 )
 
 LOGGER = logging.getLogger("mosaic_it.progress")
@@ -48,15 +54,29 @@ def _clock(seconds: float) -> str:
     return f"{minutes}:{whole:02d}"
 
 
+def _share(
+    done: ProgressCounter, total: ProgressCounter, unit: str, counts: Counter, previous: Counter, interval_s: float
+) -> str:
+    """`45% of 4,000 record-epochs ETA 0:32`, where the rate of `done` since the last line estimates what is left."""
+    planned, now = counts.get(total.name, 0), counts.get(done.name, 0)
+    rate = (now - previous.get(done.name, 0)) / interval_s if interval_s > 0 else 0.0
+    eta = f" ETA {_clock((planned - now) / rate)}" if rate > 0 and now < planned else ""
+    return f"{now / planned:.0%} of {planned:,} {unit}{eta}"
+
+
 def _phase(counts: Counter, previous: Counter, interval_s: float) -> str:
-    """`reading`, until a mosaic run has counted its records; then `packing 45% ETA 0:32`, where the
-    rate of packed record-epochs since the last line estimates what is left."""
-    planned, packed = counts.get(RECORD_EPOCHS_PLANNED.name, 0), counts.get(RECORD_EPOCHS_PACKED.name, 0)
-    if not planned:
-        return "reading"
-    rate = (packed - previous.get(RECORD_EPOCHS_PACKED.name, 0)) / interval_s if interval_s > 0 else 0.0
-    eta = f" ETA {_clock((planned - packed) / rate)}" if rate > 0 and packed < planned else ""
-    return f"packing {packed / planned:.0%} of {planned:,} record-epochs{eta}"
+    """`reading` until the total work is counted. Then a run is `packing 45% of ... ETA 0:32`; a select
+    round is `scoring 45% of ... ETA 0:32` (the records the model scores once the window is matched
+    with the cache), `selecting` once they are scored, and `writing` once the round is ordered."""
+    if counts.get(ROUNDS_ORDERED.name, 0):
+        return "writing"
+    if counts.get(RECORDS_TO_SCORE.name, 0) or counts.get(CACHE_HITS.name, 0):
+        if counts.get(RECORDS_SCORED.name, 0) >= counts.get(RECORDS_TO_SCORE.name, 0):
+            return "selecting"
+        return f"scoring {_share(RECORDS_SCORED, RECORDS_TO_SCORE, 'records', counts, previous, interval_s)}"
+    if counts.get(RECORD_EPOCHS_PLANNED.name, 0):
+        return f"packing {_share(RECORD_EPOCHS_PACKED, RECORD_EPOCHS_PLANNED, 'record-epochs', counts, previous, interval_s)}"
+    return "reading"
 
 
 def progress_line(elapsed_s: float, counts: Counter, previous: Counter, interval_s: float) -> str:

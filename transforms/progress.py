@@ -82,6 +82,13 @@ RECORDS_READ = ProgressCounter("records_read", "read")
 RECORDS_TOKENIZED = ProgressCounter("records_tokenized", "tokenized")
 SAMPLES_PACKED = ProgressCounter("samples_packed", "samples")
 RECORDS_REJECTED = ProgressCounter("records_rejected", "rejected")
+RECORDS_SCORED = ProgressCounter("records_scored", "scored")
+CACHE_HITS = ProgressCounter("cache_hits", "cached")
+TOKENS_SCORED = ProgressCounter("tokens_scored", "tokens")
 # The work of a mosaic run once its records are counted: every valid record once per epoch.
 RECORD_EPOCHS_PLANNED = ProgressCounter("record_epochs_planned")
 RECORD_EPOCHS_PACKED = ProgressCounter("record_epochs_packed")
+# The work of a select round once its window is matched with the score cache: the records of the
+# micro-batches the model scores; then the round is ordered and its files written.
+RECORDS_TO_SCORE = ProgressCounter("records_to_score")
+ROUNDS_ORDERED = ProgressCounter("rounds_ordered")

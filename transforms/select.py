@@ -4,7 +4,8 @@ RunInference, and order the round in one global step."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,9 +13,10 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.utils import shared
 
-from transforms.core.ifd import PairBuilder, ScoringIdentity, ScoringPair, ifd_score, micro_batches
+from transforms.core.ifd import PairBuilder, ScoringIdentity, ScoringPair, ifd_score, length_bucket, micro_batches
 from transforms.core.records import Record, Rejection, origin_order, reject
 from transforms.core.selection import RoundOrder, ScoreRow, assemble_order, selection_size
+from transforms.progress import CACHE_HITS, RECORDS_SCORED, RECORDS_TO_SCORE, ROUNDS_ORDERED, TOKENS_SCORED
 from transforms.read import REJECTED
 from transforms.score_cache import CachedLosses
 
@@ -23,7 +25,7 @@ KEPT = "kept"  # previous rows this round keeps in place
 MISSING = "missing"  # previous rows whose record is not in this round's input
 PENDING = "pending"  # micro-batches holding a pair the cache does not hold
 NEW_CACHE = "new_cache"  # (key, CachedLosses) computed by this run
-BATCH_GROUPS = 16  # per length bucket: groups that micro-batches are cut from
+GROUP_PAIRS = 2048  # pairs of a length bucket beyond which it is split, by key hash, into groups of about as many
 
 
 @dataclass(frozen=True)
@@ -190,9 +192,12 @@ class _UseCache(beam.DoFn):
 
     def process(self, batch: list[Pending]):
         cached = [pending.cached for pending in batch if pending.cached is not None]
+        records = sum(len(pending.candidates) for pending in batch)
         if len(cached) < len(batch):
+            RECORDS_TO_SCORE.inc(records)
             yield beam.pvalue.TaggedOutput(PENDING, batch)
             return
+        CACHE_HITS.inc(records)
         for pending, losses in zip(batch, cached):
             for candidate in pending.candidates:
                 yield scored(candidate, losses, self.config, "cached")
@@ -230,9 +235,11 @@ class ResponseLossHandler(ModelHandler[Pending, tuple, Any]):
         return "mosaic_it_select"
 
 
-def batch_group(pair: ScoringPair) -> tuple[int, int]:
-    """The group a pair's micro-batch is cut from: its length bucket and a hash of its key."""
-    return pair.length.bit_length(), int(pair.key[:8], 16) % BATCH_GROUPS
+def batch_group(pair: ScoringPair, bucket_sizes: Mapping[int, int]) -> tuple[int, int]:
+    """The group a pair's micro-batch is cut from: its length bucket and, in a bucket of more than
+    GROUP_PAIRS pairs (`bucket_sizes` counts them), a hash of its key."""
+    bucket = length_bucket(pair.length)
+    return bucket, int(pair.key[:8], 16) % -(-bucket_sizes[bucket] // GROUP_PAIRS)
 
 
 def _cut_micro_batches(element, budget: int):
@@ -244,9 +251,10 @@ def _cut_micro_batches(element, budget: int):
 
 def micro_batch_plan(pairs: Sequence[ScoringPair], budget: int) -> list[list[ScoringPair]]:
     """The micro-batches ScoreCandidates feeds the model for these pairs (all of them pending)."""
+    sizes = Counter(length_bucket(pair.length) for pair in pairs)
     groups: dict[tuple[int, int], list[Pending]] = {}
     for pair in pairs:
-        groups.setdefault(batch_group(pair), []).append(Pending(pair, ()))
+        groups.setdefault(batch_group(pair, sizes), []).append(Pending(pair, ()))
     return [
         [pending.pair for pending in batch]
         for key in sorted(groups)
@@ -260,6 +268,8 @@ class _Finish(beam.DoFn):
 
     def process(self, element):
         pending, losses = element
+        RECORDS_SCORED.inc(len(pending.candidates))
+        TOKENS_SCORED.inc(len(pending.pair.conditional) + len(pending.pair.prior))
         if not all(
             math.isfinite(value) for value in (*losses[:2], ifd_score(losses.conditional_loss, losses.prior_loss))
         ):
@@ -276,9 +286,9 @@ class _Finish(beam.DoFn):
 class ScoreCandidates(beam.PTransform):
     """Candidates -> Scored (main), rejections, and the new cache entries (key, CachedLosses).
 
-    Pairs are cut into micro-batches by length from groups fixed by the data (length bucket and
-    key hash), not by bundle or by what the cache holds, so every runner, with or without a cache,
-    feeds the model the same batches and gets the same float results. A micro-batch whose every
+    Pairs are cut into micro-batches by length from groups fixed by the data (length bucket and, in
+    a large bucket, key hash), not by bundle or by what the cache holds, so every runner, with or
+    without a cache, feeds the model the same batches and gets the same float results. A micro-batch whose every
     pair the cache holds takes its scores from the cache; any other is scored whole by RunInference.
     """
 
@@ -292,17 +302,28 @@ class ScoreCandidates(beam.PTransform):
             | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=512)
             | "Prepare" >> beam.ParDo(_Prepare(self.config, shared.Shared())).with_outputs(REJECTED, main="pairs")
         )
-        batches = (
+        pending = (
             {"pairs": prepared["pairs"], "cache": self.cache}
             | "JoinCache" >> beam.CoGroupByKey()
             | "Lookup" >> beam.FlatMap(_lookup)
-            | "KeyByLengthBucket" >> beam.Map(lambda p: (batch_group(p.pair), p))
+        )
+        bucket_sizes = (
+            pending
+            | "LengthBuckets" >> beam.Map(lambda p: length_bucket(p.pair.length))
+            | "CountPerBucket" >> beam.combiners.Count.PerElement()
+        )
+        batches = (
+            pending
+            | "KeyByLengthGroup"
+            >> beam.Map(lambda p, sizes: (batch_group(p.pair, sizes), p), beam.pvalue.AsDict(bucket_sizes))
             | "GroupByLength" >> beam.GroupByKey()
             | "CutMicroBatches" >> beam.FlatMap(_cut_micro_batches, self.config.batch_tokens)
             | "UseCache" >> beam.ParDo(_UseCache(self.config)).with_outputs(PENDING, main="cached")
         )
         finished = (
             batches[PENDING]
+            # Every micro-batch is matched with the cache, and counted, before the first is scored.
+            | "SpreadPending" >> beam.Reshuffle()
             | "RunInference" >> RunInference(ResponseLossHandler(self.config).with_no_batching())
             | "Finish" >> beam.ParDo(_Finish(self.config)).with_outputs(REJECTED, NEW_CACHE, main="computed")
         )
@@ -322,10 +343,12 @@ def order_round(window: list[tuple], kept: list[tuple[int, ScoreRow]], settings:
     """The global step: the scored window (see for_ordering), then the kept rows -> the round's order."""
     ranked = sorted(window, key=lambda item: item[0])
     k = settings.k if settings.k is not None else selection_size(settings.ratio, len(ranked))
-    return assemble_order(
+    order = assemble_order(
         [(row, response) for _, row, response in ranked],
         [row for _, row in sorted(kept, key=lambda item: item[0])],
         k,
         settings.score_type,
         settings.decay,
     )
+    ROUNDS_ORDERED.inc()
+    return order

@@ -18,6 +18,7 @@ from transforms.core.ifd import (
     ScoringPair,
     TemplateError,
     ifd_score,
+    length_bucket,
     micro_batches,
     resolve_template,
     response_token_range,
@@ -165,6 +166,15 @@ def test_micro_batches_cover_everything_within_the_budget(lengths, budget):
     for batch in batches:
         assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= budget
         assert [lengths[i] for i in batch] == sorted((lengths[i] for i in batch), reverse=True)
+
+
+@given(st.integers(1, 10**6), st.integers(1, 10**6))
+def test_length_buckets_are_ordered_and_an_eighth_of_an_octave_wide(a, b):
+    low, high = sorted((a, b))
+    assert length_bucket(low) <= length_bucket(high)
+    if length_bucket(low) == length_bucket(high):
+        assert high < low * 2 ** (1 / 8) * (1 + 1e-12)
+    assert [length_bucket(n) for n in (1, 2, 3, 256, 279, 280)] == [1, 9, 13, 65, 65, 66]
 
 
 @pytest.mark.parametrize("template_name", PROMPT_TEMPLATES)

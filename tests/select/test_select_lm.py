@@ -84,9 +84,12 @@ def test_projecting_the_response_positions_in_blocks_gives_the_models_own_losses
     own.projects = False
     sequences = [([5, 9, 12, 40, 41, 42, 7], 3), ([6, 30, 31], 1), ([8, 8, 9, 10, 11, 12, 13, 14, 15, 16], 6)]
     expected = own.mean_nll(sequences)
-    assert projected.mean_nll(sequences) == pytest.approx(expected, rel=1e-6)
+    whole = projected.mean_nll(sequences)
+    assert whole == pytest.approx(expected, rel=1e-6)
     monkeypatch.setattr(lm, "LOGITS_BLOCK_BYTES", 4 * len(projected.model.get_output_embeddings().weight) * 4)
-    assert projected.mean_nll(sequences) == pytest.approx(expected, rel=1e-6)  # blocks of 4 positions
+    blocked = ResponseLosses(projected.model, "cpu")
+    assert blocked.mean_nll(sequences) == whole  # blocks of 4 positions, reused: the same bits
+    assert len(blocked._block_buffers(projected.model.get_output_embeddings().weight)[0]) == 4
 
 
 def test_a_model_that_rescales_its_logits_is_scored_from_its_own_logits(tiny_model):
@@ -94,3 +97,18 @@ def test_a_model_that_rescales_its_logits_is_scored_from_its_own_logits(tiny_mod
     forward = model.forward
     model.forward = lambda **kwargs: type("Output", (), {"logits": forward(**kwargs).logits * 0.5})()
     assert not ResponseLosses(model, "cpu").projects
+
+
+def test_an_output_embedding_with_a_bias_is_projected_with_it(tiny_model):
+    model = ResponseLosses.load(str(tiny_model), None, "cpu", "float32").model
+    head = model.get_output_embeddings()
+    torch.manual_seed(0)
+    head.bias = torch.nn.Parameter(torch.randn(head.out_features))
+    projected, own = ResponseLosses(model, "cpu"), ResponseLosses(model, "cpu")
+    own.projects = False
+    sequences = [([5, 9, 12, 40, 41, 42, 7], 3), ([6, 30, 31], 1)]
+    assert projected.projects
+    with_bias = projected.mean_nll(sequences)
+    assert with_bias == pytest.approx(own.mean_nll(sequences), rel=1e-6)
+    head.bias = None
+    assert projected.mean_nll(sequences) != pytest.approx(with_bias, rel=1e-3)  # the bias counted

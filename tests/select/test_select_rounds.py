@@ -67,3 +67,14 @@ def test_cache_files_are_named_by_content_and_read_back(tmp_path):
     with BeamTestPipeline() as pipeline:
         read = pipeline | ReadScoreCache(cache_files(directory))
         assert_that(read, equal_to([*ENTRIES, ("ef" * 16, CachedLosses(3.0, 3.0, 2))]))
+
+
+def test_a_length_bucket_is_split_by_key_hash_only_past_group_pairs(monkeypatch):
+    from transforms import select
+    from transforms.core.ifd import ScoringPair
+
+    pairs = [ScoringPair(f"{i:08x}", (1,) * 40, 2, (1,) * 20, 2) for i in range(6)]  # one bucket
+    assert select.micro_batch_plan(pairs, 10_000) == [pairs]
+    monkeypatch.setattr(select, "GROUP_PAIRS", 2)  # 6 pairs: 3 groups, by key mod 3
+    groups = [[pair.key for pair in batch] for batch in select.micro_batch_plan(pairs, 10_000)]
+    assert sorted(groups) == [[f"{i:08x}", f"{i + 3:08x}"] for i in range(3)]

@@ -7,6 +7,7 @@ mosaic pipeline runs without torch installed.
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -37,9 +38,11 @@ def mean_response_nll(nll: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
     return per_row.sum(-1) / tail.sum(-1)
 
 
-# Logits of one vocabulary projection block, at most: on CPU, glibc maps larger blocks anew
-# (over its 32 MiB ceiling), and the kernel's page zeroing then costs as much as the softmax.
-LOGITS_BLOCK_BYTES = 8 << 20
+# Logits of one block of response positions, at most. Each thread projects into the same two
+# buffers, call after call: on CPU a fresh allocation of this size is mapped anew by glibc (over its
+# 32 MiB ceiling) and the kernel's zeroing of its pages costs as much as the softmax, while blocks
+# small enough to be recycled multiply the calls whose intra-op threads wait for each other.
+LOGITS_BLOCK_BYTES = 64 << 20
 
 
 class ResponseLosses:
@@ -50,6 +53,7 @@ class ResponseLosses:
         self.device = device
         self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self.projects = self._logits_are_the_projection()
+        self._blocks = threading.local()  # RunInference may share the model between threads
 
     @classmethod
     def load(cls, name: str, revision: str | None, device: str, dtype: str) -> ResponseLosses:
@@ -106,18 +110,37 @@ class ResponseLosses:
 
     def _projected_nll(self, inputs: dict, tail: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """NLLs of the response tokens, row by row: the decoder, then the projection of the
-        response positions in blocks of LOGITS_BLOCK_BYTES."""
+        response positions block by block, each block's float32 log-softmax computed in place."""
         hidden = self.model.get_decoder()(**inputs).last_hidden_state[:, -(tail.shape[1] + 1) : -1][tail]
         head = self.model.get_output_embeddings()
-        block = max(1, LOGITS_BLOCK_BYTES // (4 * head.out_features))
-        return torch.cat(
-            [
-                F.cross_entropy(
-                    head(hidden[start : start + block]).float(), targets[start : start + block], reduction="none"
-                )
-                for start in range(0, len(hidden), block)
-            ]
-        )
+        logits, log_probs = self._block_buffers(head.weight)
+        nll = torch.empty(len(hidden), dtype=torch.float32, device=hidden.device)
+        for start in range(0, len(hidden), len(logits)):
+            part = hidden[start : start + len(logits)]
+            block, probs = logits[: len(part)], log_probs[: len(part)]
+            if head.bias is None:
+                torch.mm(part, head.weight.t(), out=block)
+            else:
+                torch.addmm(head.bias, part, head.weight.t(), out=block)
+            if probs.data_ptr() != block.data_ptr():
+                probs.copy_(block)
+            torch.log_softmax(probs, -1, out=probs)
+            torch.neg(
+                probs.gather(1, targets[start : start + len(part)].unsqueeze(1)).squeeze(1),
+                out=nll[start : start + len(part)],
+            )
+        return nll
+
+    def _block_buffers(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This thread's (logits, float32 log-probabilities) buffers of one block: the same tensor for a
+        float32 model."""
+        buffers = getattr(self._blocks, "buffers", None)
+        if buffers is None:
+            rows = max(1, LOGITS_BLOCK_BYTES // (4 * len(weight)))
+            logits = torch.empty((rows, len(weight)), dtype=weight.dtype, device=weight.device)
+            log_probs = logits if weight.dtype == torch.float32 else torch.empty_like(logits, dtype=torch.float32)
+            buffers = self._blocks.buffers = (logits, log_probs)
+        return buffers
 
     def _model_nll(self, inputs: dict, tail: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """NLLs of the response tokens, row by row, from the model's own logits of the last positions."""
