@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.errors import UsageError, check_local_directory
 from pipeline.options import OptionsError
 from pipeline.ownership import normalized
-from pipeline.select_options import CACHE_DIRECTORY, SelectOptions, validate
+from pipeline.select_options import SelectOptions, default_cache_directory, validate
 from transforms.core.ifd import PairBuilder, ScoringIdentity, TemplateError, resolve_template
 from transforms.core.records import Record, Rejection
 from transforms.core.selection import selection_size, window_size
@@ -137,9 +136,7 @@ def prepare(argv: Sequence[str]) -> tuple[SelectOptions, Launch]:
         population = _previous_round(options.previous, options.round)
         k = selection_size(options.ratio, population)
         window = window_size(k, options.update_ratio, population)
-    cache_directory = (
-        None if options.no_cache else options.cache or posixpath.join(posixpath.dirname(output) or ".", CACHE_DIRECTORY)
-    )
+    cache_directory = None if options.no_cache else options.cache or default_cache_directory(output)
     config = ScoringConfig(
         model=options.model,
         model_revision=model_revision,

@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import math
+import posixpath
 
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.flags import add_flag
 from pipeline.options import OptionsError, add_input_output, add_limit, shared_checks
 from transforms.core.ifd import OWN_TEMPLATE, PROMPT_TEMPLATES
 from transforms.core.selection import SCORE_TYPES
+from transforms.core.user_cache import user_cache_directory
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-CACHE_DIRECTORY = "ifd-score-cache"  # default --cache: this folder beside the output directory
+REMOTE_CACHE_DIRECTORY = "ifd-score-cache"  # default --cache beside an output on a remote filesystem
+
+
+def default_cache_directory(output: str) -> str:
+    """The score cache without --cache: the user cache folder for a local output, else beside the output.
+
+    Every select on this machine then shares one cache; workers of a distributed runner cannot reach the
+    launching machine's home, so an output on gs:// (or any other remote filesystem) keeps its cache beside it.
+    """
+    if FileSystems.get_scheme(output) is None:
+        return str(user_cache_directory("ifd-scores"))
+    return posixpath.join(posixpath.dirname(output.rstrip("/")), REMOTE_CACHE_DIRECTORY)
 
 
 class SelectOptions(PipelineOptions):
@@ -40,7 +54,10 @@ class SelectOptions(PipelineOptions):
         add_flag(parser, "previous", default=None, help="Output directory of the previous round.")
         window = "A later round re-scores the first update-ratio x k records of the previous order."
         add_flag(parser, "update-ratio", type=int, default=3, help=window)
-        cache = f"Score cache directory. Default: {CACHE_DIRECTORY} beside the output directory."
+        where = (
+            f"{user_cache_directory('ifd-scores')} for a local --output, {REMOTE_CACHE_DIRECTORY} beside a remote one"
+        )
+        cache = f"Score cache directory. Default: {where}."
         add_flag(parser, "cache", default=None, help=cache)
         add_flag(parser, "no-cache", action="store_true", help="Neither read nor write the score cache.")
         add_limit(parser)

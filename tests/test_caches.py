@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -12,11 +13,13 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipeline.select_options import default_cache_directory
 from tests.select.select_support import OWN_TEMPLATE, build_tiny_model, make_records, write_jsonl
 from tests.test_tokens import FRAGMENTS, llama3_style  # noqa: F401 (a fixture: a byte-level BPE quicktok imports)
 from transforms import score_cache
 from transforms.core import quicktok_cache, tokens
 from transforms.core.tokens import HuggingFaceCounter
+from transforms.core.user_cache import user_cache_directory
 from transforms.score_cache import CachedLosses, ReadScoreCache, check_cache_file, entry_line, file_name
 
 ENTRIES = [(f"{i:02x}" * 16, CachedLosses(1.0 + i / 8, 2.0 - i / 16, 3 + i)) for i in range(6)]
@@ -162,6 +165,27 @@ def test_a_run_with_a_valid_cache_writes_the_same_files_as_the_run_that_filled_i
     assert outputs(tmp / "again") == outputs(tmp / "first")
 
 
+def test_without_cache_a_local_output_uses_the_user_cache_folder_shared_by_every_output(first_run):
+    from pipeline.iterit import run_select
+
+    tmp, _, _ = first_run
+    argv = ["--input", str(tmp / "input.jsonl"), "--model", str(tmp / "model"), "--max-tokens", "256"]
+    one = run_select([*argv, "--ratio", "0.25", "--output", str(tmp / "user-one")])
+    other = run_select([*argv, "--ratio", "0.25", "--output", str(tmp / "user-other")])
+    folder = user_cache_directory("ifd-scores")
+    assert one["cache"]["directory"] == other["cache"]["directory"] == str(folder)
+    assert str(folder).startswith(os.environ["XDG_CACHE_HOME"]), "the tests never write the real user cache"
+    assert one["counts"]["scores"]["computed"] == 24 and len(list(folder.glob("ifd-*.jsonl"))) == 1
+    assert other["counts"]["scores"] == {"computed": 0, "cached": 24, "kept": 0}
+    assert outputs(tmp / "user-other") == outputs(tmp / "user-one") == outputs(tmp / "first")
+
+
+def test_without_cache_a_remote_output_keeps_its_cache_beside_it():
+    assert default_cache_directory("gs://bucket/runs/round-0") == "gs://bucket/runs/ifd-score-cache"
+    assert default_cache_directory("gs://bucket/runs/round-0/") == "gs://bucket/runs/ifd-score-cache"
+    assert default_cache_directory("runs/round-0") == str(user_cache_directory("ifd-scores"))
+
+
 def test_a_run_with_damaged_entries_recomputes_them_and_writes_the_same_files(first_run, caplog):
     tmp, select, _ = first_run
     [path] = (tmp / "cache").glob("ifd-*.jsonl")
@@ -194,7 +218,7 @@ TEXTS = ["".join(FRAGMENTS[(i * 11 + k) % len(FRAGMENTS)] for k in range(12)) fo
 def import_cache(tmp_path, monkeypatch):
     """An empty quicktok import cache for the test; returns the folder holding the imports."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    return quicktok_cache.quicktok_cache_root()
+    return user_cache_directory("quicktok")
 
 
 def cached_import(root: Path) -> Path:

@@ -4,16 +4,19 @@ dataset_info.json under that loader's rules, deterministic bytes, and a card own
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 datasets = pytest.importorskip("datasets")
 
 from pipeline.cli import main  # noqa: E402
 from pipeline.iterit import SELECT_OUTPUT  # noqa: E402
 from pipeline.mosaic import MOSAIC_OUTPUT  # noqa: E402
+from tests.select.select_support import OWN_TEMPLATE, build_tiny_model  # noqa: E402
 from transforms.core.dataset_card import CARD, LLAMA_FACTORY_INFO, is_our_card  # noqa: E402
 from transforms.core.status import EXIT_OK, EXIT_USAGE  # noqa: E402
 from transforms.dataset_card import CARD_CONFIGS, card_files, written_by_this_tool  # noqa: E402
@@ -132,6 +135,56 @@ def test_load_dataset_reads_both_configs_with_no_data_files(every_format):
             sample["strategy"],
             sample["sources"],
         )
+
+
+def test_the_readmes_trl_snippet_trains_on_the_messages_config(every_format, tmp_path):
+    trl = pytest.importorskip("trl", reason="the SFTTrainer check needs trl (the [test] extra)")
+    model = build_tiny_model(tmp_path / "model", OWN_TEMPLATE)
+    train = datasets.load_dataset(str(every_format), "messages", split="train")
+    trainer = trl.SFTTrainer(  # as in "Using the output", on CPU: bf16 off, two steps
+        model=str(model),
+        train_dataset=train,
+        args=trl.SFTConfig(
+            output_dir=str(tmp_path / "sft-mosaic"),
+            max_steps=2,
+            bf16=False,
+            save_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            dataloader_pin_memory=False,
+        ),
+    )
+    result = trainer.train()
+    assert result.global_step == 2 and math.isfinite(result.training_loss)
+
+
+def readme_axolotl_datasets() -> list[dict]:
+    """The `datasets:` entries of the README's Axolotl config, the commented alternative included."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("**Axolotl**", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    uncommented = "\n".join(
+        line.replace("# ", "", 1) if line.startswith("  # ") else line for line in block.split("\n")
+    )
+    return yaml.safe_load(uncommented.replace("  or the Alpaca columns of the default config:\n", ""))["datasets"]
+
+
+def axolotl_local_folder(entry: dict) -> datasets.Dataset:
+    """What Axolotl's loader does with a local folder and no data_files (src/axolotl/utils/data/shared.py):
+    load_from_disk, and on FileNotFoundError load_dataset(path, name=..., split=...)."""
+    try:
+        return datasets.load_from_disk(entry["path"])
+    except FileNotFoundError:
+        return datasets.load_dataset(entry["path"], name=entry.get("name"), streaming=False, split=entry.get("split"))
+
+
+def test_the_readmes_axolotl_entries_load_the_columns_their_types_read(every_format):
+    messages, alpaca = readme_axolotl_datasets()
+    assert (messages["type"], alpaca["type"]) == ("chat_template", "alpaca")
+    chats = axolotl_local_folder({**messages, "path": str(every_format)})
+    roles = {tuple(turn["role"] for turn in chat) for chat in chats["messages"]}
+    assert roles == {("user", "assistant")}, "chat_template's default field and roles"
+    rows = axolotl_local_folder({**alpaca, "path": str(every_format)})
+    assert {"instruction", "input", "output"} <= set(rows.column_names) and len(rows) == len(chats) > 0
 
 
 def test_the_card_leaves_out_parquet_and_avro_and_says_how_to_read_them(every_format):

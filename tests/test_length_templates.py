@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.cli import main
+from tests.byte_level_bpe import train_byte_level_bpe
 from tests.shared_data import LLAMA2, SHARED_DATA, require_shared, write_jsonl
 from transforms.core.lengths import LengthTemplate, LengthTemplateError, SampleLengths
 from transforms.core.packing import KeyPacker, Measured, Overheads, PackSettings
@@ -113,9 +114,6 @@ def tokenizer_dirs(tmp_path_factory) -> dict[str, Path]:
     """`llama2`: the shared Llama-2 tokenizer with a chat template (`llama2-tight`: another one, without
     spaces around the messages); `bpe`: a byte-level BPE trained here, with a ChatML chat template;
     `bpe-no-system`: the same BPE, whose template refuses a system message."""
-    from quicktok._import_core import LLAMA3_PAT
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-
     llama2 = tmp_path_factory.mktemp("llama2-chat")
     (llama2 / "tokenizer.json").write_bytes((require_shared(LLAMA2) / "tokenizer.json").read_bytes())
     config = json.loads((LLAMA2 / "tokenizer_config.json").read_text(encoding="utf-8"))
@@ -124,23 +122,9 @@ def tokenizer_dirs(tmp_path_factory) -> dict[str, Path]:
     (tight / "tokenizer.json").write_bytes((llama2 / "tokenizer.json").read_bytes())
     _write_config(tight, {**config, "chat_template": TIGHT_TEMPLATE})
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(LLAMA3_PAT), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=700,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=SPECIALS,
-        show_progress=False,
-    )
     corpus = [" ".join(WORDS[(i * 5 + k) % len(WORDS)] for k in range(16)) for i in range(200)]
     corpus += ["The cat sat on the mat.\nAnswer: it isn't, it's 1234 o'clock! user assistant system"] * 50
-    tokenizer.train_from_iterator(corpus, trainer)
+    tokenizer = train_byte_level_bpe(corpus, 700, SPECIALS)
     dirs = {"llama2": llama2, "llama2-tight": tight}
     for name, template in (("bpe", CHATML_TEMPLATE), ("bpe-no-system", NO_SYSTEM_TEMPLATE)):
         directory = tmp_path_factory.mktemp(name)

@@ -81,17 +81,17 @@ def check_groups_are_full(samples, measured, pack_settings, lengths, epoch, key)
 
 
 record_lengths = st.lists(st.tuples(st.integers(1, 60), st.integers(1, 80)), min_size=0, max_size=60)
+packing_cases = {  # with a budget: every input of KeyPacker
+    "lengths_in": record_lengths,
+    "mode": st.sampled_from(WRAP_MODES),
+    "wrap_max": st.integers(1, 12),
+    "strategy": st.sampled_from(STRATEGIES),
+    "seed": st.integers(0, 1000),
+}
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    lengths_in=record_lengths,
-    mode=st.sampled_from(WRAP_MODES),
-    wrap_max=st.integers(1, 12),
-    max_length=st.integers(200, 1200),
-    strategy=st.sampled_from(STRATEGIES),
-    seed=st.integers(0, 1000),
-)
+@given(max_length=st.integers(200, 1200), **packing_cases)
 def test_every_record_lands_in_exactly_one_sample_within_budget(
     quicktok_lengths, lengths_in, mode, wrap_max, max_length, strategy, seed
 ):
@@ -115,14 +115,7 @@ def test_optimistic_estimates_are_caught_by_the_exact_count(quicktok_lengths, le
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    lengths_in=record_lengths,
-    mode=st.sampled_from(WRAP_MODES),
-    wrap_max=st.integers(1, 12),
-    max_length=st.integers(150, 900),
-    strategy=st.sampled_from(STRATEGIES),
-    seed=st.integers(0, 1000),
-)
+@given(max_length=st.integers(150, 900), **packing_cases)
 # A masked response is not in the sample: only the instructions' interiors bound it from below.
 @example(
     lengths_in=[(1, 1), (1, 1), (1, 1), (1, 2), (53, 80)],

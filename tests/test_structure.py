@@ -14,7 +14,7 @@ from transforms.core.packing import Overheads
 from transforms.core.randomness import HashStream
 from transforms.core.rulebook import MASK_RULES, PERMUTE_RULES
 from transforms.core.rules import load_rules
-from transforms.core.strategies import compose
+from transforms.core.strategies import Composition, compose
 
 RULES = load_rules()
 PROMPTS = [
@@ -147,35 +147,32 @@ def test_tag_words_are_drawn_in_lower_upper_and_capitalized_case(format_samples)
     assert min(cases.values()) > 200 and len(cases) == 3
 
 
+def stated_under(table: str, rule: str, strategy: str) -> list[tuple[Composition, str]]:
+    """The compositions, of 300 drawn with `rule` as the only rule of `table`, that state a rule, with the line
+    stating it; every composition's responses are checked to stand in its `response_order`."""
+    rules = dataclasses.replace(MARKED, **{table: {rule: getattr(MARKED, table)[rule]}})
+    stated = []
+    for i in range(300):
+        c = compose(PROMPTS, OUTPUTS, strategy, rules, HashStream(table, rule, i))
+        assert [int(k) for k in re.findall(r"zq(\d)", c.output)] == list(c.response_order)
+        if c.rule is not None:
+            stated.append((c, c.instruction.split("\n")[marked_lines(c.instruction, "RULE:")[0]]))
+    assert len(stated) > 100
+    return stated
+
+
 @pytest.mark.parametrize("rule", sorted(PERMUTE_RULES))
 def test_a_permute_rule_answers_in_the_order_it_states(rule):
-    rules = dataclasses.replace(MARKED, permute={rule: MARKED.permute[rule]})
-    drawn = 0
-    for i in range(300):
-        c = compose(PROMPTS, OUTPUTS, "order", rules, HashStream("permute", rule, i))
-        assert [int(k) for k in re.findall(r"zq(\d)", c.output)] == list(c.response_order)
-        if c.rule is None:
-            continue
-        drawn += 1
-        stated = c.instruction.split("\n")[marked_lines(c.instruction, "RULE:")[0]]
+    for c, stated in stated_under("permute", rule, "order"):
         if rule == "SEQUENCE":
             assert [int(k) - 1 for k in re.findall(r"\d", stated)] == list(c.response_order)
         else:
             assert list(c.response_order) == PERMUTE_RULES[rule].order(PROMPTS, HashStream("any"))
-    assert drawn > 100
 
 
 @pytest.mark.parametrize("rule", sorted(MASK_RULES))
 def test_a_mask_rule_leaves_out_what_it_states(rule):
-    rules = dataclasses.replace(MARKED, maskout={rule: MARKED.maskout[rule]})
-    drawn = 0
-    for i in range(300):
-        c = compose(PROMPTS, OUTPUTS, "mask", rules, HashStream("mask", rule, i))
-        assert [int(k) for k in re.findall(r"zq(\d)", c.output)] == list(c.response_order)
-        if c.rule is None:
-            continue
-        drawn += 1
-        stated = c.instruction.split("\n")[marked_lines(c.instruction, "RULE:")[0]]
+    for c, stated in stated_under("maskout", rule, "mask"):
         numbers = [int(k) for k in re.findall(r"\d+", stated)]
         assert sorted(c.masked + c.response_order) == list(range(len(PROMPTS))) and c.masked
         if rule == "MASK_LISTED":
@@ -184,7 +181,6 @@ def test_a_mask_rule_leaves_out_what_it_states(rule):
             assert numbers in ([], [len(c.masked)]) and (numbers or len(c.masked) == 1)
         if rule != "MASK_LISTED":  # the one rule whose choice is random: it states it, as checked above
             assert list(c.masked) == MASK_RULES[rule].mask(PROMPTS, len(c.masked), HashStream("any"))
-    assert drawn > 100
 
 
 def test_the_overhead_estimate_bounds_what_composing_adds(quicktok_lengths):

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.byte_level_bpe import train_byte_level_bpe
 from tests.shared_data import LLAMA2, require_shared
 from transforms.core import tokens
 from transforms.core.lengths import LengthTemplate, SampleLengths, Spliced
@@ -108,26 +109,9 @@ text_with_specials = st.lists(st.sampled_from(FRAGMENTS + SPECIALS + ["<s>", "</
 @pytest.fixture(scope="session")
 def llama3_style(tmp_path_factory):
     """A small byte-level BPE with the Llama-3 pre-tokenizer, trained here, as a Hugging Face directory."""
-    from quicktok._import_core import LLAMA3_PAT
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE(ignore_merges=True))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(LLAMA3_PAT), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=600,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=SPECIALS,
-        show_progress=False,
-    )
     corpus = ["".join(FRAGMENTS[(i * 7 + k) % len(FRAGMENTS)] for k in range(20)) for i in range(300)]
     corpus += ["The cat sat on the mat. It's 1234 o'clock!\nAnswer: yes, it isn't." * 3] * 50
-    tokenizer.train_from_iterator(corpus, trainer)
+    tokenizer = train_byte_level_bpe(corpus, 600, SPECIALS, ignore_merges=True)
     directory = tmp_path_factory.mktemp("llama3-style")
     tokenizer.save(str(directory / "tokenizer.json"))
     (directory / "tokenizer_config.json").write_text(

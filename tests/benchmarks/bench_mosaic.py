@@ -118,24 +118,10 @@ def train_llama3_style(work: Path) -> str:
     Hugging Face tokenizer directory; returns its `hf:` spec."""
     directory = work / "llama3-style-tokenizer"
     if not (directory / "tokenizer.json").exists():
-        from quicktok._import_core import LLAMA3_PAT
-        from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+        sys.path.insert(0, str(ROOT))
+        from tests.byte_level_bpe import train_byte_level_bpe
 
-        tokenizer = Tokenizer(models.BPE(ignore_merges=True))
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-            [
-                pre_tokenizers.Split(Regex(LLAMA3_PAT), behavior="isolated", invert=False),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-            ]
-        )
-        tokenizer.decoder = decoders.ByteLevel()
         specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
-        trainer = trainers.BpeTrainer(
-            vocab_size=32000,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            special_tokens=specials,
-            show_progress=False,
-        )
         texts = [
             r["instruction"] + "\n" + r["input"] + "\n" + r["output"]
             for name in ("alpaca_en_demo.json", "alpaca_zh_demo.json")
@@ -144,7 +130,7 @@ def train_llama3_style(work: Path) -> str:
         texts += [
             line for path in sorted(T0.glob("*.jsonl"))[::4] for line in path.read_text(encoding="utf-8").splitlines()
         ]
-        tokenizer.train_from_iterator(texts, trainer)
+        tokenizer = train_byte_level_bpe(texts, 32000, specials, ignore_merges=True)
         directory.mkdir(parents=True, exist_ok=True)
         tokenizer.save(str(directory / "tokenizer.json"))
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": specials[0], "eos_token": specials[1]}

@@ -41,6 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.select.select_support import save_random_llama
 from transforms.core.randomness import digest
 from transforms.core.records import Record
 from transforms.core.selection import ScoreRow, diverse_greedy, selection_size, tfidf
@@ -87,20 +88,8 @@ def window(rows: list[tuple[str, str]]) -> list[tuple]:
 
 def build_scoring_model(directory: Path) -> Path:
     """The tiny random Llama of the scoring row (seeded), with the Llama-2 tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=32000,
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=4096,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(directory)
+    sizes = {"vocab_size": 32000, "hidden_size": 64, "intermediate_size": 256, "num_key_value_heads": 4}
+    save_random_llama(directory, 0, **sizes, max_position_embeddings=4096)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(LLAMA2_TOKENIZER / name, directory / name)
     return directory

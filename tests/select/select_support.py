@@ -92,21 +92,21 @@ def build_tokenizer(directory: Path, chat_template: str | None):
 
 def build_tiny_model(directory: Path, chat_template: str | None, seed: int = 0) -> Path:
     """Tokenizer plus a 2-layer Llama with hidden size 32, randomly initialised from `seed`."""
-    torch = pytest.importorskip("torch", reason="mosaic-it select needs torch (the [select] extra)")
+    pytest.importorskip("torch", reason="mosaic-it select needs torch (the [select] extra)")
+    tokenizer = build_tokenizer(directory, chat_template)
+    return save_random_llama(directory, seed, vocab_size=len(tokenizer), hidden_size=32, num_key_value_heads=2)
+
+
+def save_random_llama(directory: Path, seed: int, **config) -> Path:
+    """A 2-layer Llama, 4 attention heads, randomly initialised from `seed`, saved in `directory`; `config` sets
+    its sizes (vocab_size, hidden_size, num_key_value_heads, ...), with intermediate = 2 x hidden by default."""
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = build_tokenizer(directory, chat_template)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
+    sizes = {"num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 512, **config}
+    sizes.setdefault("intermediate_size", 2 * sizes["hidden_size"])
     torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(directory)
+    LlamaForCausalLM(LlamaConfig(**sizes)).save_pretrained(directory)
     return directory
 
 

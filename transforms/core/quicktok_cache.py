@@ -11,22 +11,17 @@ import hashlib
 import io
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from transforms.core.user_cache import user_cache_directory
 
 log = logging.getLogger(__name__)
 
 _IMPORTED = "imported"  # the encoding's name inside its cache directory
 _REFUSED = "refused.txt"
 _CHECKSUMS = "checksums.json"  # sha256 of every other file of the directory, written last
-
-
-def quicktok_cache_root() -> Path:
-    """Where quicktok's imports are cached: the user cache folder ($XDG_CACHE_HOME, else ~/.cache)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mosaic-it" / "quicktok"
 
 
 def _checksums(directory: Path) -> dict[str, str]:
@@ -86,7 +81,7 @@ def quicktok_import(serialized: str, spec: str):
     import quicktok
 
     key = hashlib.sha256(f"{quicktok.__version__}\0{serialized}".encode()).hexdigest()[:24]
-    directory = quicktok_cache_root() / key
+    directory = user_cache_directory("quicktok") / key
     try:
         damage = _cache_damage(directory) if directory.is_dir() else None
         if damage:

@@ -6,7 +6,6 @@ draw is a pure function of the seed, the epoch and the key it belongs to.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections.abc import MutableSequence, Sequence
 from typing import TypeVar
@@ -53,8 +52,8 @@ class HashStream:
 
     def restarted(self) -> HashStream:
         """The same stream from its first draw again; draws already made are not hashed again."""
-        again = copy.copy(self)
-        again._counter = 0
+        again = HashStream.__new__(HashStream)
+        again._prefixed, again._drawn, again._counter = self._prefixed, self._drawn, 0
         return again
 
     def bits64(self) -> int:
