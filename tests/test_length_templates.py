@@ -23,7 +23,8 @@ from pipeline.cli import main
 from tests.byte_level_bpe import train_byte_level_bpe
 from tests.shared_data import LLAMA2, SHARED_DATA, require_shared, write_jsonl
 from transforms.core.lengths import LengthTemplate, LengthTemplateError, SampleLengths
-from transforms.core.packing import KeyPacker, Measured, Overheads, PackSettings
+from transforms.core.overheads import Overheads
+from transforms.core.packing import KeyPacker, Measured, PackSettings
 from transforms.core.records import Record
 from transforms.core.rules import load_rules
 from transforms.core.status import EXIT_USAGE

@@ -4,7 +4,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import transforms.core.packing as packing
-from transforms.core.packing import KeyPacker, Measured, Overheads, PackSettings, order_records
+from transforms.core.overheads import Overheads
+from transforms.core.packing import KeyPacker, Measured, PackSettings, order_records
 from transforms.core.randomness import HashStream
 from transforms.core.records import Record
 from transforms.core.rules import load_rules
@@ -109,7 +110,7 @@ def test_optimistic_estimates_are_caught_by_the_exact_count(quicktok_lengths, le
     # Zero overheads make every estimate too low, so groups overflow and must shrink.
     pack_settings = PackSettings(seed, "both", "max_length", 10, max_length)
     measured = [m for m in measure(make_records(lengths_in, seed), quicktok_lengths) if m.n_tokens <= max_length]
-    samples = KeyPacker(pack_settings, RULES, quicktok_lengths, Overheads(0, 0, 0)).pack(measured, 0, 0)
+    samples = KeyPacker(pack_settings, RULES, quicktok_lengths, Overheads(template=0)).pack(measured, 0, 0)
     check_invariants(samples, measured, pack_settings, quicktok_lengths)
     check_groups_are_full(samples, measured, pack_settings, quicktok_lengths, 0, 0)
 
@@ -140,7 +141,7 @@ def test_no_group_ends_while_the_next_record_would_fit(
 def test_result_does_not_depend_on_the_window(quicktok_lengths, monkeypatch):
     measured = measure(make_records([(i % 40 + 1, i % 70 + 1) for i in range(300)]), quicktok_lengths)
     pack_settings = PackSettings(5, "both", "uniform", 10, 400)
-    packer = KeyPacker(pack_settings, RULES, quicktok_lengths, Overheads(0, 0, 0))
+    packer = KeyPacker(pack_settings, RULES, quicktok_lengths, Overheads(template=0))
     windowed = packer.pack(measured, 0, 0)
     monkeypatch.setattr(packing, "_WINDOW", 1)
     monkeypatch.setattr(packing, "_SHRINK_CHUNK", 1)

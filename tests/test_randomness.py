@@ -45,3 +45,14 @@ def test_a_restarted_stream_draws_what_a_fresh_one_draws(lengths):
         again = stream.restarted()
         assert [again.bits64() for _ in range(length)] == expected[:length]
     assert [stream.bits64() for _ in range(max(lengths))] == expected
+
+
+def test_a_stream_restarts_at_any_draw_already_made():
+    stream = HashStream(7, "restart at")
+    expected = [stream.bits64() for _ in range(6)]
+    for at in range(7):
+        again = stream.restarted(at)
+        assert again.position == at
+        assert [again.bits64() for _ in range(6 - at)] == expected[at:]
+    with pytest.raises(ValueError):
+        stream.restarted(8)

@@ -19,7 +19,8 @@ from tests.byte_level_bpe import train_byte_level_bpe
 from tests.shared_data import LLAMA2, require_shared
 from transforms.core import tokens
 from transforms.core.lengths import LengthTemplate, SampleLengths, Spliced
-from transforms.core.packing import KeyPacker, Measured, Overheads, PackSettings
+from transforms.core.overheads import Overheads
+from transforms.core.packing import KeyPacker, Measured, PackSettings
 from transforms.core.randomness import HashStream
 from transforms.core.records import Record
 from transforms.core.rules import load_rules
@@ -140,6 +141,17 @@ def test_quicktok_counts_add_up_at_every_cut(text):
     for counter in QUICKTOK_COUNTERS:  # quicktok counts added-token strings as plain text
         parts = split_at_every_cut(text, BYTE_LEVEL_CUTS)
         assert sum(counter.count(parts)) == counter.count([text])[0], (counter.spec, parts)
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(text_with_specials, max_size=8))
+def test_quicktok_counts_text_by_text_as_in_one_batch(texts):
+    # Small batches are counted text by text, large ones in one threaded call: the counts agree.
+    for counter in QUICKTOK_COUNTERS:
+        one_by_one = tokens.quicktok_counts(counter._encoding, texts)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(tokens, "_THREADED_CHARS", 0)
+            assert tokens.quicktok_counts(counter._encoding, texts) == one_by_one, counter.spec
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

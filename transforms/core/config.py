@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from transforms.core.lengths import LengthTemplate, SampleLengths
-from transforms.core.packing import KeyPacker, Overheads, PackSettings
+from transforms.core.overheads import Overheads
+from transforms.core.packing import KeyPacker, PackSettings
 from transforms.core.rules import Rules, load_rules, parse_rules
 from transforms.core.tokens import load_counter
 

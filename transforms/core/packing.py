@@ -4,7 +4,7 @@ The result is defined by a simple sequential procedure: walk the records in sort
 order; for group g draw a target size from (seed, epoch, key, g); take records while
 the group is under that size and the next record, composed with the group as the
 group would then be, fits the budget (counted exactly, except where an upper estimate
-already says it fits or the interiors of the records' instructions already exceed it);
+already says it fits or the interiors of the records' texts it holds already exceed it);
 compose the sample and count it exactly; if it is over the budget (an estimate was
 wrong), drop records from its end until it fits (a lone record falls back to its plain
 form, which always fits); the next group starts at the first record not taken. The
@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from transforms.core.lengths import SampleLengths, Spliced
+from transforms.core.overheads import Overheads
 from transforms.core.randomness import HashStream
 from transforms.core.records import Record, origin_order, prompt_of
 from transforms.core.rules import Rules
-from transforms.core.strategies import Composition, compose, primary
+from transforms.core.strategies import Composition, Look, compose_in, draw_look, primary
 from transforms.core.tokens import NO_PART, Part
 from transforms.core.wrap import draw_group_size
 
@@ -107,53 +108,6 @@ class PackSettings:
     max_length: int
 
 
-@dataclass(frozen=True)
-class Overheads:
-    """Upper estimates of what composing adds to the records' own lengths.
-
-    A group whose estimate fits takes the next record without counting; where the estimate
-    does not fit, the composed group is counted exactly. An estimate that is too low only
-    costs a shrink: the exact count of every final sample decides whether it fits.
-    """
-
-    template: int  # tokens of the length template itself, paid once per sample
-    fixed: int  # the meta-instruction
-    per_record: int  # label, tags, separators and a listed number, per record
-
-    def estimate(self, record_tokens: int, count: int) -> int:
-        return record_tokens - (count - 1) * self.template + self.fixed + self.per_record * count
-
-    @classmethod
-    def measure(cls, lengths: SampleLengths, rules: Rules) -> Overheads:
-        big = 99
-        shown_tags = max(rules.all_tags("N"), key=lambda pair: len(pair[0]) + len(pair[1]))
-        labels = [label.format(n=big) for label in rules.labels]
-        fills = {
-            "label": f'"{max(labels, key=len).strip()}"',
-            "begin": f'"{shown_tags[0]}"',
-            "end": f'"{shown_tags[1]}"',
-            "sequence": "",
-            "numbers": "",
-            "m": big,
-        }
-        phrasings = [p.format(**fills) for p in rules.all_phrasings()]
-        tags = [f"{begin}\n\n{end}" for begin, end in rules.all_tags(big)]
-        separators = [*list(rules.instruction_separators), rules.response_separator]
-        meta_separators = list(rules.meta_separators)
-        counted = lengths.counter.count(phrasings + labels + tags + separators + meta_separators + [", 99"])
-        phrasing_cost, rest = counted[: len(phrasings)], counted[len(phrasings) :]
-        label_cost, rest = rest[: len(labels)], rest[len(labels) :]
-        tag_cost, rest = rest[: len(tags)], rest[len(tags) :]
-        separator_cost, rest = rest[: len(separators)], rest[len(separators) :]
-        meta_separator_cost, number_cost = rest[:-1], rest[-1]
-        return cls(
-            template=lengths.count([("", "")])[0],
-            # a format and a rule phrasing, each with its separator and a token where they join
-            fixed=2 * (max(phrasing_cost) + max(meta_separator_cost) + 1),
-            per_record=2 * max(label_cost) + max(tag_cost) + 2 * max(separator_cost) + 2 * number_cost,
-        )
-
-
 def order_records(items: Sequence[tuple[int, Measured]]) -> tuple[list[Measured], list[Measured]]:
     """Sorts one key's records by their sort key, then id; returns (kept, duplicates).
 
@@ -172,12 +126,6 @@ def order_records(items: Sequence[tuple[int, Measured]]) -> tuple[list[Measured]
             kept.append((sort_key, measured))
     kept.sort()
     return [measured for _, measured in kept], duplicates
-
-
-def _interior(measured: Measured) -> int:
-    """Tokens of the record that every sample holding it holds too: its instruction's Part (counted
-    between cuts, where no token spans). Not its response's: maskout may leave that out."""
-    return measured.prompt_part[2]
 
 
 class _Span(NamedTuple):
@@ -219,7 +167,8 @@ class _KeyPacking:
         self.records, self.epoch, self.key = records, epoch, key
         self.prompts = [m.prompt for m in records]
         self.prompt_parts = [m.prompt_part for m in records]
-        self.compose_streams: dict[int, HashStream] = {}
+        self.streams: dict[int, HashStream] = {}  # group -> its compose stream
+        self.looks: dict[tuple[int, bool], Look] = {}  # (group, holds one record) -> its look
         self.fitted: dict[int, tuple[_Span, _Counted]] = {}  # group -> its last exact count that fit
 
     def samples(self) -> list[Sample]:
@@ -259,39 +208,59 @@ class _KeyPacking:
         """The group starting at `start`: it takes records until it reaches its drawn size or the next
         record, composed with the group as the group would then be, would not fit.
 
-        The estimate settles the clear cases, and the interiors of the records' instructions (a lower
-        bound of what they add) the hopeless ones; only the rest are composed and counted exactly. The
-        last exact count that fit is kept, since it is often the group's final form.
+        The estimate settles the clear cases, and a lower bound (`_floor`) the hopeless ones; only the
+        rest are composed and counted exactly. The last exact count that fit is kept, since it is often
+        the group's final form.
         """
         settings, records = self.settings, self.records
         target = draw_group_size(
             settings.wrap_mode, settings.wrap_max, HashStream(settings.seed, self.epoch, self.key, group, "size")
         )
-        end, total, interiors = start + 1, records[start].n_tokens, _interior(records[start])
+        end, total = start + 1, records[start].n_tokens
+        costs = None
         while end < len(records) and (target is None or end - start < target):
-            candidate, candidate_interiors = total + records[end].n_tokens, interiors + _interior(records[end])
-            if self.overheads.estimate(candidate, end - start + 1) > settings.max_length:
-                if candidate_interiors > settings.max_length:
+            candidate = total + records[end].n_tokens
+            if costs is None:
+                costs = self.overheads.costs(self._look(group, single=False))
+            if self.overheads.estimate(candidate, end - start + 1, costs) > settings.max_length:
+                if self._floor(group, start, end + 1) > settings.max_length:
                     break
                 longer = _Span(group, start, end + 1)
                 [counted] = self._count_spans([longer])
                 if counted.n_tokens > settings.max_length:
                     break
                 self.fitted[group] = (longer, counted)
-            end, total, interiors = end + 1, candidate, candidate_interiors
+            end, total = end + 1, candidate
         return _Span(group, start, end)
+
+    def _floor(self, group: int, first: int, end: int) -> int:
+        """A lower bound of the group's exact length: the tokens of its records' Parts that its sample
+        holds (every instruction's; every response's unless maskout may leave some out)."""
+        taken = self.records[first:end]
+        floor = sum(m.prompt_part[2] for m in taken)
+        if self._look(group, end - first == 1).kind != "maskout":
+            floor += sum(m.output_part[2] for m in taken)
+        return floor
 
     def _count_spans(self, spans: Sequence[_Span]) -> list[_Counted]:
         compositions = [self._compose(*span) for span in spans]
         return [_Counted(c, n) for c, n in zip(compositions, self._count(spans, compositions))]
 
     def _compose(self, group: int, first: int, end: int) -> Composition:
-        """The group's sample; a group may be composed with several ends, each from the start of its stream."""
-        if group not in self.compose_streams:
-            self.compose_streams[group] = HashStream(self.settings.seed, self.epoch, self.key, group, "compose")
-        stream = self.compose_streams[group].restarted()
+        """The group's sample; a group may be composed with several ends, each from its look on."""
+        look = self._look(group, end - first == 1)
+        stream = self.streams[group].restarted(look.draws)
         outputs = [m.output for m in self.records[first:end]]
-        return compose(self.prompts[first:end], outputs, self.settings.strategy, self.rules, stream)
+        return compose_in(look, self.prompts[first:end], outputs, self.rules, stream)
+
+    def _look(self, group: int, single: bool) -> Look:
+        look = self.looks.get((group, single))
+        if look is None:
+            if group not in self.streams:
+                self.streams[group] = HashStream(self.settings.seed, self.epoch, self.key, group, "compose")
+            look = draw_look(self.settings.strategy, self.rules, self.streams[group].restarted(), single)
+            self.looks[group, single] = look
+        return look
 
     def _count(self, spans: Sequence[_Span], compositions: Sequence[Composition]) -> list[int]:
         """Exact lengths; the records' own Parts spare recounting most of their text."""

@@ -50,10 +50,17 @@ class HashStream:
         self._drawn: list[int] = []  # draws made so far, shared with restarted copies
         self._counter = 0
 
-    def restarted(self) -> HashStream:
-        """The same stream from its first draw again; draws already made are not hashed again."""
+    @property
+    def position(self) -> int:
+        """How many draws were made."""
+        return self._counter
+
+    def restarted(self, at: int = 0) -> HashStream:
+        """The same stream from draw `at` (its first by default); draws already made are not hashed again."""
+        if at > len(self._drawn):
+            raise ValueError("a stream restarts at a draw already made, or its first")
         again = HashStream.__new__(HashStream)
-        again._prefixed, again._drawn, again._counter = self._prefixed, self._drawn, 0
+        again._prefixed, again._drawn, again._counter = self._prefixed, self._drawn, at
         return again
 
     def bits64(self) -> int:

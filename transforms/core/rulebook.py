@@ -24,6 +24,7 @@ def words(text: str) -> int:
     return len(text.split())
 
 
+@functools.lru_cache(maxsize=1 << 16)  # asked of every instruction for each rule that needs it, as `words`
 def first_letter(text: str) -> str | None:
     """The first alphabetic character, case-folded, if it is a Latin letter a-z."""
     for char in text:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from transforms.core.randomness import HashStream
 from transforms.core.rulebook import MASK_RULES, PERMUTE_RULES, RULES, mask_count
-from transforms.core.rules import TAG_CASES, Rules, filled_tags
+from transforms.core.rules import TAG_CASES, ListStyle, Rules, filled_tags
 
 STRATEGIES = ("primary", "format", "order", "mask", "both")
 # What a sample ends up as, whatever the --strategy that drew it.
@@ -28,8 +28,9 @@ KIND_CHOICES = {
 }
 MASK_RATIO_RANGE = (0.1, 0.5)
 PRIMARY_SEPARATOR = "\n\n"  # what `primary` joins with, whatever the rules say
+_UNUSED_LIST = ListStyle("", "")  # a primary sample lists no numbers
 # Which format phrasings fit a sample, by (numbered, tagged).
-_FORMAT_KIND = {
+FORMAT_KIND = {
     (True, True): "numbered_tagged",
     (True, False): "numbered",
     (False, True): "tagged",
@@ -53,7 +54,7 @@ class Composition(NamedTuple):
     output_slots: list[int]
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1 << 16)  # tag styles x words x cases x sizes: tens of thousands
 def numbered(template: str, count: int, word: str = "", end_word: str = "") -> tuple[str, ...]:
     """A label or tag numbered 1..count: the few distinct ones are formatted once."""
     return tuple(template.format(n=n, word=word, end_word=end_word) for n in range(1, count + 1))
@@ -66,15 +67,69 @@ def draw_kind(strategy: str, stream: HashStream) -> str:
 def compose(
     prompts: Sequence[str], outputs: Sequence[str], strategy: str, rules: Rules, stream: HashStream
 ) -> Composition:
-    """Joins one group into a sample. The stream must be the group's own."""
-    n = len(prompts)
+    """Joins one group into a sample. The stream must be the group's own, from its first draw."""
+    look = draw_look(strategy, rules, stream, single=len(prompts) == 1)
+    return compose_in(look, prompts, outputs, rules, stream)
+
+
+class Look(NamedTuple):
+    """What a sample looks like before its records are known: its kind and its format choices.
+
+    They are the first draws of the group's stream and depend on the group only through whether
+    it holds one record, so a group composed with several ends draws its look once. `draws`:
+    how many draws it took; composing goes on from there.
+    """
+
+    kind: str  # "primary", "format", "permute" or "maskout", as drawn (a rule may still fall back to format)
+    bare: bool  # format only: neither tags nor a meta-instruction
+    label: str  # "" for unnumbered instructions
+    tag_style: tuple[str, str] | None
+    tag_words: tuple[str, str]  # (begin word, end word), cased
+    separator: str
+    meta_separator: str
+    number_list: ListStyle
+    sequence: ListStyle
+    draws: int
+
+
+def draw_look(strategy: str, rules: Rules, stream: HashStream, single: bool) -> Look:
     kind = draw_kind(strategy, stream)
     if kind == "primary":
-        return primary(prompts, outputs)
-    if n == 1:
+        return Look(kind, False, "", None, ("", ""), "", "", _UNUSED_LIST, _UNUSED_LIST, stream.position)
+    if single:
         kind = "format"
-    bare = kind == "format" and stream.random() < rules.structure.bare_format
-    return _Formatter(prompts, outputs, rules, stream, bare).compose(kind)
+    structure = rules.structure
+    bare = kind == "format" and stream.random() < structure.bare_format
+    label = "" if stream.random() < structure.unnumbered else stream.choice(rules.labels)
+    if label and stream.coin():
+        label = label.rstrip() + "\n"
+    tag_style, tag_words = None, ("", "")
+    if not bare and stream.random() < structure.tagged:
+        case = stream.choice(TAG_CASES)
+        begin_word, end_word = stream.choice(rules.tag_words)
+        tag_words = (case(begin_word), case(end_word))
+        tag_style = stream.choice(rules.tag_styles)
+    return Look(
+        kind,
+        bare,
+        label,
+        tag_style,
+        tag_words,
+        separator=stream.choice(rules.instruction_separators),
+        meta_separator=stream.choice(rules.meta_separators),
+        number_list=stream.choice(rules.number_lists),
+        sequence=stream.choice(rules.sequences),
+        draws=stream.position,
+    )
+
+
+def compose_in(
+    look: Look, prompts: Sequence[str], outputs: Sequence[str], rules: Rules, stream: HashStream
+) -> Composition:
+    """Joins one group into a sample of the given look; the stream stands after the look's draws."""
+    if look.kind == "primary":
+        return primary(prompts, outputs)
+    return _Formatter(look, prompts, outputs, rules, stream).compose()
 
 
 def primary(prompts: Sequence[str], outputs: Sequence[str]) -> Composition:
@@ -103,42 +158,28 @@ def _joined_with(separator: str, texts: Sequence[str]) -> tuple[list[str], list[
 
 
 class _Formatter:
-    """The format choices of one sample, drawn once, then applied. A bare sample (format
-    only) has neither tags nor a meta-instruction."""
+    """A sample's look applied to its records."""
 
-    def __init__(self, prompts: Sequence[str], outputs: Sequence[str], rules: Rules, stream: HashStream, bare: bool):
-        self.prompts, self.outputs, self.rules, self.stream, self.bare = prompts, outputs, rules, stream, bare
-        structure = rules.structure
-        label = "" if stream.random() < structure.unnumbered else stream.choice(rules.labels)
-        if label and stream.coin():
-            label = label.rstrip() + "\n"
-        self.label = label
-        self.labels = numbered(label, len(prompts))
+    def __init__(self, look: Look, prompts: Sequence[str], outputs: Sequence[str], rules: Rules, stream: HashStream):
+        self.look, self.prompts, self.outputs, self.rules, self.stream = look, prompts, outputs, rules, stream
+        n = len(prompts)
+        self.labels = numbered(look.label, n)
         self.tags: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self.shown_tags: tuple[str, str] | None = None  # as the format phrasing names them, {n} shown as N
-        if not bare and stream.random() < structure.tagged:
-            case = stream.choice(TAG_CASES)
-            word, end_word = (case(word) for word in stream.choice(rules.tag_words))
-            style = stream.choice(rules.tag_styles)
-            self.tags = (
-                numbered(style[0], len(prompts), word, end_word),
-                numbered(style[1], len(prompts), word, end_word),
-            )
+        if look.tag_style:
+            style, (word, end_word) = look.tag_style, look.tag_words
+            self.tags = (numbered(style[0], n, word, end_word), numbered(style[1], n, word, end_word))
             self.shown_tags = filled_tags(style, word, end_word, "N")
-        self.separator = stream.choice(rules.instruction_separators)
-        self.meta_separator = stream.choice(rules.meta_separators)
-        self.number_list = stream.choice(rules.number_lists)
-        self.sequence = stream.choice(rules.sequences)
 
-    def compose(self, kind: str) -> Composition:
-        n = len(self.prompts)
+    def compose(self) -> Composition:
+        look, kind, n = self.look, self.look.kind, len(self.prompts)
         order, masked, rule, rule_text = list(range(n)), [], None, ""
         if kind == "permute":
             rule = self._draw_rule(self.rules.permute)
             if rule is not None:
                 order = PERMUTE_RULES[rule].order(self.prompts, self.stream)
                 phrasing = self.stream.choice(self.rules.permute[rule])
-                rule_text = phrasing.format(sequence=self.sequence.join([i + 1 for i in order]))
+                rule_text = phrasing.format(sequence=look.sequence.join([i + 1 for i in order]))
         elif kind == "maskout":
             rule = self._draw_rule(self.rules.maskout)
             if rule is not None:
@@ -146,19 +187,19 @@ class _Formatter:
                 masked = MASK_RULES[rule].mask(self.prompts, m, self.stream)
                 phrasings = self.rules.maskout[rule]
                 phrasing = self.stream.choice(phrasings.one if len(masked) == 1 else phrasings.many)
-                rule_text = phrasing.format(numbers=self.number_list.join([i + 1 for i in masked]), m=len(masked))
+                rule_text = phrasing.format(numbers=look.number_list.join([i + 1 for i in masked]), m=len(masked))
                 order = sorted(set(order) - set(masked))
         if rule is None:
             kind = "format"
-        metas = ([] if self.bare else [self._format_phrasing()]) + ([rule_text] if rule_text else [])
+        metas = ([] if look.bare else [self._format_phrasing()]) + ([rule_text] if rule_text else [])
         # Long texts are copied once, by one join per field.
         instruction: list[str] = []
         after: list[str] = []
         for meta in metas:  # each stands before or after the list, drawn apart
             if self.stream.random() < self.rules.structure.meta_before:
-                instruction += (meta, self.meta_separator)
+                instruction += (meta, look.meta_separator)
             else:
-                after += (self.meta_separator, meta)
+                after += (look.meta_separator, meta)
         prompt_slots: list[int] = []
         self._instructions(instruction, prompt_slots)
         instruction += after
@@ -179,7 +220,7 @@ class _Formatter:
     def _instructions(self, pieces: list[str], slots: list[int]) -> None:
         for position, prompt in enumerate(self.prompts):
             if position:
-                pieces.append(self.separator)
+                pieces.append(self.look.separator)
             pieces.append(self.labels[position])
             slots.append(len(pieces))
             pieces.append(prompt)
@@ -202,15 +243,15 @@ class _Formatter:
         return pieces, slots
 
     def _draw_rule(self, table: Mapping[str, object]) -> str | None:
-        usable = [rule for rule in table if RULES[rule].usable(self.prompts, bool(self.label))]
+        usable = [rule for rule in table if RULES[rule].usable(self.prompts, bool(self.look.label))]
         return self.stream.choice(usable) if usable else None
 
     def _format_phrasing(self) -> str:
-        kind = _FORMAT_KIND[bool(self.label), bool(self.tags)]
+        kind = FORMAT_KIND[bool(self.look.label), bool(self.tags)]
         return _filled_phrasing(self.stream.choice(self.rules.format[kind]), self.labels[0], self.shown_tags)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1 << 16)
 def _filled_phrasing(phrasing: str, first_label: str, tags: tuple[str, str] | None) -> str:
     fields = {"label": f'"{first_label.strip()}"'}
     if tags:
