@@ -19,7 +19,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from pipeline.runner import LaunchOptions, where_to_watch
+from pipeline.runner import LaunchOptions, runs_in_one_process, where_to_watch
 from transforms.progress import (
     CACHE_HITS,
     COUNTERS,
@@ -124,32 +124,41 @@ class _Pacer(threading.Thread):
 
 
 @contextmanager
-def _local_progress(every_s: float) -> Iterator[None]:
-    """Watches the tally of this process plus what the worker processes of a local run publish."""
-    directory = tempfile.mkdtemp(prefix="mosaic-it-progress-")
-    saved = os.environ.get(PROGRESS_DIR_ENV)
-    os.environ[PROGRESS_DIR_ENV] = directory  # inherited by multi-processing workers
+def _local_progress(every_s: float, workers_publish: bool) -> Iterator[None]:
+    """Watches the tally of this process plus, where `workers_publish`, what the worker processes of a
+    local run publish to a folder in the system temp folder (made only then: a killed run leaves it)."""
     TALLY.watched_here = True
     baseline = TALLY.snapshot()
+    directory = tempfile.mkdtemp(prefix="mosaic-it-progress-") if workers_publish else None
+    saved = os.environ.get(PROGRESS_DIR_ENV)
+    if directory:
+        os.environ[PROGRESS_DIR_ENV] = directory  # inherited by multi-processing workers
 
     def read_counts() -> Counter:
         counts = TALLY.snapshot()
         counts.subtract(baseline)
-        for name in os.listdir(directory):
-            if name.endswith(".json"):
-                with open(os.path.join(directory, name)) as handle:
-                    counts.update(json.load(handle))
+        for path in _published(directory):
+            with open(path) as handle:
+                counts.update(json.load(handle))
         return counts
 
     try:
         with _Pacer(read_counts, every_s).running():
             yield
     finally:
-        if saved is None:
-            del os.environ[PROGRESS_DIR_ENV]
-        else:
-            os.environ[PROGRESS_DIR_ENV] = saved
-        shutil.rmtree(directory, ignore_errors=True)
+        if directory:
+            if saved is None:
+                del os.environ[PROGRESS_DIR_ENV]
+            else:
+                os.environ[PROGRESS_DIR_ENV] = saved
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _published(directory: str | None) -> list[str]:
+    """The tallies the workers published to the progress folder."""
+    if directory is None:
+        return []
+    return [os.path.join(directory, name) for name in os.listdir(directory) if name.endswith(".json")]
 
 
 def metric_counts(result: PipelineResult) -> Counter:
@@ -174,7 +183,7 @@ def run_with_progress(
         result = pipeline.run()
         result.wait_until_finish()
         return result
-    with _local_progress(local_every_s):
+    with _local_progress(local_every_s, workers_publish=not runs_in_one_process(pipeline.options)):
         result = pipeline.run()
     if PipelineState.is_terminal(result.state):
         result.wait_until_finish()

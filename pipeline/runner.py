@@ -4,6 +4,7 @@ describing a job or being watched elsewhere."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 
 import apache_beam as beam
@@ -79,10 +80,17 @@ def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
     runs on the DirectRunner's FnApiRunner (in memory, or `multi_processing`) straight away:
     Beam's DirectRunner would first try to download and start the Prism runner, which
     costs a network round trip on every run and, where it succeeds, runs the job on an
-    engine this project's determinism tests do not cover."""
+    engine this project's determinism tests do not cover.
+
+    Beam makes a folder in the system temp folder for every pipeline and removes it when run()
+    returns; only cross-language transforms use it, and this project has none, so it is removed at
+    once: a killed run leaves nothing there."""
     if runs_locally(options):
-        return beam.Pipeline(runner=_fn_api_runner(options), options=options)
-    return beam.Pipeline(options=options)
+        pipeline = beam.Pipeline(runner=_fn_api_runner(options), options=options)
+    else:
+        pipeline = beam.Pipeline(options=options)
+    shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
+    return pipeline
 
 
 def _fn_api_runner(options: PipelineOptions):

@@ -24,9 +24,14 @@ GOOD = [{"instruction": f"Task {i}", "output": f"Answer {i}"} for i in range(12)
 REPO = Path(__file__).resolve().parents[1]
 
 
-def start(*argv: str, cwd: Path) -> subprocess.Popen:
+def start(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *argv], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "pipeline", *argv],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -191,7 +196,9 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
 def test_helpers_die_with_a_killed_driver_and_a_rerun_leaves_only_its_own_files(tmp_path):
     shards = sorted(require_shared(SHARED_DATA / "t0_50k").glob("*.jsonl"))
     argv = ["run", "--input", *map(str, shards), "--output", "out", "--formats", "jsonl,avro", "--num-shards", "7"]
-    driver = start(*argv, "--pack-processes", "3", cwd=tmp_path)
+    system_temp = tmp_path / "tmp"
+    system_temp.mkdir()
+    driver = start(*argv, "--pack-processes", "3", cwd=tmp_path, env={**os.environ, "TMPDIR": str(system_temp)})
     helpers: set[int] = set()
 
     def helpers_started() -> bool:
@@ -203,6 +210,7 @@ def test_helpers_die_with_a_killed_driver_and_a_rerun_leaves_only_its_own_files(
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
     wait_for(lambda: not any(alive(pid) for pid in helpers), timeout_s=10, what="the helpers to die")
+    assert not list(system_temp.iterdir()), "the killed run left files in the system temp folder"
 
     rerun = start(*argv[:-2], "--num-shards", "5", "--seed", "1", cwd=tmp_path)
     assert finish(rerun)[0] == EXIT_OK

@@ -6,13 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.cli import main, run
 from pipeline.options import MosaicOptions
-from pipeline.runner import describes_only
+from pipeline.runner import describes_only, new_pipeline
 from tests.corpus import RUN_OPTIONS, output_files, write_corpus
 from transforms.publish import RunFolder, stale_attempts
 
@@ -144,4 +143,4 @@ DATAFLOW = [
     ],
 )
 def test_only_a_dataflow_template_launch_or_dry_run_leaves_the_job_unrun(flags, only_described):
-    assert describes_only(beam.Pipeline(options=PipelineOptions(flags))) is only_described
+    assert describes_only(new_pipeline(PipelineOptions(flags))) is only_described

@@ -186,6 +186,11 @@ def test_a_named_runner_is_kept():
     assert isinstance(new_pipeline(PipelineOptions(["--runner", "PortableRunner"])).runner, PortableRunner)
 
 
+def test_a_pipeline_keeps_no_folder_in_the_system_temp_folder():
+    # Beam makes one per pipeline and removes it only in run(): a killed run would leave it behind.
+    assert not os.path.exists(new_pipeline(PipelineOptions([])).local_tempdir)
+
+
 def test_forked_helpers_only_where_every_path_is_local(tmp_path, monkeypatch):
     monkeypatch.setattr("pipeline.runner.available_cpus", lambda: 4)
     local = [str(tmp_path / "in.jsonl"), str(tmp_path / "out")]
