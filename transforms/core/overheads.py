@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from transforms.core.lengths import SampleLengths
-from transforms.core.rules import TAG_CASES, Rules, filled_tags
+from transforms.core.rules import Rules, filled_tags
 from transforms.core.strategies import FORMAT_KIND, PRIMARY_SEPARATOR, Look
 
 _BIG = 99  # labels, tags and listed numbers are counted with a two-digit number
@@ -51,7 +51,7 @@ class Overheads:
         metas, phrasings = 0, 0
         if not look.bare:
             # the format phrasing names the first label and the tags: their tokens, and one where each joins
-            metas, phrasings = 1, self.format_phrasings.get(FORMAT_KIND[bool(look.label), bool(tags)], 0)
+            metas, phrasings = 1, self.format_phrasings.get(FORMAT_KIND[bool(look.label), bool(look.tag_style)], 0)
             phrasings += label + tags + _FILLS
         if look.kind in _RULE_KINDS:
             metas += 1
@@ -76,12 +76,7 @@ class Overheads:
         texts |= {label.rstrip() + "\n": text.rstrip() + "\n" for label, text in texts.items()}  # see draw_look
         texts |= {s: s for s in (*rules.instruction_separators, *rules.meta_separators, PRIMARY_SEPARATOR)}
         tags = {
-            (style, (case(word), case(end_word))): "{}\n\n{}".format(
-                *filled_tags(style, case(word), case(end_word), _BIG)
-            )
-            for style in rules.tag_styles
-            for word, end_word in rules.tag_words
-            for case in TAG_CASES
+            (style, words): "{}\n\n{}".format(*filled_tags(style, *words, _BIG)) for style, words in rules.tag_choices()
         }
         singles = [rules.response_separator, f", {_BIG}"]
         every = [*itertools.chain.from_iterable(phrasings.values()), *texts.values(), *tags.values(), *singles]

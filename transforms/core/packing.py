@@ -212,18 +212,24 @@ class _KeyPacking:
         rest are composed and counted exactly. The last exact count that fit is kept, since it is often
         the group's final form.
         """
-        settings, records = self.settings, self.records
+        settings = self.settings
         target = draw_group_size(
             settings.wrap_mode, settings.wrap_max, HashStream(settings.seed, self.epoch, self.key, group, "size")
         )
+        if start + 1 == len(self.records) or target == 1:
+            return _Span(group, start, start + 1)
+        return _Span(group, start, self._grown_end(group, start, target))
+
+    def _grown_end(self, group: int, start: int, target: int | None) -> int:
+        """Where a group that may take a second record ends (see `_plan`)."""
+        settings, records = self.settings, self.records
+        look = self._look(group, single=False)
+        costs = self.overheads.costs(look)
         end, total = start + 1, records[start].n_tokens
-        costs = None
         while end < len(records) and (target is None or end - start < target):
             candidate = total + records[end].n_tokens
-            if costs is None:
-                costs = self.overheads.costs(self._look(group, single=False))
             if self.overheads.estimate(candidate, end - start + 1, costs) > settings.max_length:
-                if self._floor(group, start, end + 1) > settings.max_length:
+                if self._floor(look, start, end + 1) > settings.max_length:
                     break
                 longer = _Span(group, start, end + 1)
                 [counted] = self._count_spans([longer])
@@ -231,14 +237,15 @@ class _KeyPacking:
                     break
                 self.fitted[group] = (longer, counted)
             end, total = end + 1, candidate
-        return _Span(group, start, end)
+        return end
 
-    def _floor(self, group: int, first: int, end: int) -> int:
-        """A lower bound of the group's exact length: the tokens of its records' Parts that its sample
-        holds (every instruction's; every response's unless maskout may leave some out)."""
+    def _floor(self, look: Look, first: int, end: int) -> int:
+        """A lower bound of the exact length of records[first:end] composed in this look: the tokens of
+        the records' Parts its sample holds (every instruction's; every response's unless maskout may
+        leave some out)."""
         taken = self.records[first:end]
         floor = sum(m.prompt_part[2] for m in taken)
-        if self._look(group, end - first == 1).kind != "maskout":
+        if look.kind != "maskout":
             floor += sum(m.output_part[2] for m in taken)
         return floor
 

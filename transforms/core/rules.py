@@ -96,17 +96,21 @@ class Rules:
     maskout: Mapping[str, MaskPhrasings]
     structure: Structure = Structure()
 
-    def all_tags(self, n: object) -> list[tuple[str, str]]:
-        """Every (begin, end) tag pair a sample may draw, numbered n."""
+    def tag_choices(self) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+        """Every (tag style, (begin word, end word) cased) a sample may draw."""
         return [
-            filled_tags(style, case(word), case(end_word), n)
+            (style, (case(word), case(end_word)))
             for style in self.tag_styles
             for word, end_word in self.tag_words
             for case in TAG_CASES
         ]
 
+    def all_tags(self, n: object) -> list[tuple[str, str]]:
+        """Every (begin, end) tag pair a sample may draw, numbered n."""
+        return [filled_tags(style, *words, n) for style, words in self.tag_choices()]
+
     def all_phrasings(self) -> list[str]:
-        """Every meta-instruction phrasing, for estimating their token cost."""
+        """Every meta-instruction phrasing, as the sample checker recognizes them."""
         phrasings = [p for kind in self.format.values() for p in kind]
         phrasings += [p for rule in self.permute.values() for p in rule]
         phrasings += [p for rule in self.maskout.values() for p in rule.one + rule.many]
