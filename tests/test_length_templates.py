@@ -284,3 +284,15 @@ def test_a_system_prompt_replaces_the_vicuna_system_line():
     [(n_tokens, _, _)] = lengths.measure([("Say hi to the world, please.", "Hello, world and all in it.")])
     text = "Be brief. USER: Say hi to the world, please. ASSISTANT: Hello, world and all in it."
     assert n_tokens == load_counter("quicktok:llama3").count([text])[0] + 1, "plus the end-of-sequence token"
+
+
+@pytest.mark.parametrize("template", ["vicuna", "llama-2", "llama-3", "chatml"])
+@given(
+    pairs=st.lists(
+        st.tuples(*[st.text(st.sampled_from("ab {}\n.,!?Zé"), min_size=1, max_size=40)] * 2), min_size=1, max_size=4
+    )
+)
+def test_quicktok_counts_split_samples_as_whole_texts(template, pairs):
+    """quicktok matches no added token, so its junctions are joined from patterns, unchecked."""
+    lengths = SampleLengths(load_counter("quicktok:llama3"), LengthTemplate(template, "Keep {n} and }{ as written."))
+    assert [n_tokens for n_tokens, _, _ in lengths.measure(pairs)] == lengths.count(pairs)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transforms.core.randomness import HashStream, RecordKeys, digest
+from transforms.core.randomness import HashStream, RecordKeys, StreamNames, digest
 
 
 @given(
@@ -19,16 +19,27 @@ def test_record_keys_are_the_halves_of_the_record_digest(seed, epoch, record_id)
 
 @given(
     name=st.text(st.characters(blacklist_categories=("Cs",))),
-    sizes=st.lists(st.integers(1, 50), min_size=1, max_size=20),
+    sizes=st.lists(st.integers(1, 50), min_size=1, max_size=80),
 )
 def test_a_stream_draws_blake2b_of_its_name_digest_and_a_counter(name, sizes):
-    """Draw i is BLAKE2b-64(digest("stream", name) + i as 8 big-endian bytes); choice takes it modulo the size."""
-    stream = HashStream(name)
+    """Draw i is BLAKE2b-64(digest("stream", name) + i as 8 big-endian bytes); choice takes it modulo
+    the size, random() its top 53 bits as a fraction."""
+    stream, again = HashStream(name), HashStream(name)
     for i, size in enumerate(sizes):
         value = int.from_bytes(
             hashlib.blake2b(digest("stream", name) + i.to_bytes(8, "big"), digest_size=8).digest(), "big"
         )
         assert stream.choice(range(size)) == value % size
+        assert again.random() == (value >> 11) / 2**53
+
+
+@given(
+    prefix=st.lists(st.one_of(st.integers(), st.text()), max_size=4),
+    rest=st.lists(st.one_of(st.integers(), st.text()), min_size=1, max_size=3),
+)
+def test_named_streams_are_the_streams_of_their_whole_names(prefix, rest):
+    named, whole = StreamNames(*prefix)(*rest), HashStream(*prefix, *rest)
+    assert [named.bits64() for _ in range(3)] == [whole.bits64() for _ in range(3)]
 
 
 def test_choice_from_nothing_is_an_error():

@@ -198,7 +198,7 @@ def test_the_overhead_estimate_bounds_what_composing_adds(quicktok_lengths):
         look = draw_look("both", RULES, stream.restarted(), single=n == 1)
         c = compose(prompts[:n], outputs[:n], "both", RULES, stream)
         exact = quicktok_lengths.count([(c.instruction, c.output)])[0]
-        estimate = overheads.estimate(sum(alone[:n]), n, overheads.costs(look))
+        estimate = overheads.costs(look).estimate(sum(alone[:n]), n)
         assert exact <= estimate, c.instruction
         added.append(exact - sum(alone[:n]))
         slack.append(estimate - exact)

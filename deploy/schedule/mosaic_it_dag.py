@@ -8,6 +8,7 @@ cleared task reproduces its date exactly and replaces that date's folder in one 
 The Airflow worker needs the apache-beam provider (and the google provider for Dataflow); the task
 installs the project into its own virtualenv from PACKAGE (py_requirements).
 """
+
 from __future__ import annotations
 
 from datetime import date, datetime, timezone

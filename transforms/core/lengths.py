@@ -67,10 +67,12 @@ class _Fixed(NamedTuple):
 
 class _Junctions(NamedTuple):
     """The template split at anchors: its tokens counted once, and the layout of each junction, its
-    fixed texts and where the variable text stands (0: the instruction, 1: the output)."""
+    fixed texts and where the variable text stands (0: the instruction, 1: the output). `patterns`:
+    the layouts as str.format patterns, where the counter matches no added token (nothing to check)."""
 
     fixed_tokens: int
     layouts: list[tuple[_Fixed | int, ...]]
+    patterns: list[str] | None
 
 
 class SampleLengths:
@@ -108,16 +110,19 @@ class SampleLengths:
         cuts joined, which count as they did around the Part. A sample whose junctions may
         count differently alone (see the module docstring) is counted whole instead.
         """
-        junctions = self._junctions
+        junctions, cut_out = self._junctions, self._cut_out
         texts: list[str] = []
         spans: list[tuple[int, int]] = []  # each sample's junctions in `texts`
         known_tokens: list[int] = []
         whole: list[int] = []
         for index, (instruction, output) in enumerate(items):
-            (instruction_left, instruction_tokens), (output_left, output_tokens) = map(
-                self._cut_out, (instruction, output)
+            instruction_left, instruction_tokens = cut_out(instruction)
+            output_left, output_tokens = cut_out(output)
+            sample_texts = (
+                [pattern.format(instruction_left, output_left) for pattern in junctions.patterns]
+                if junctions.patterns
+                else self._junction_texts(instruction_left, output_left)
             )
-            sample_texts = self._junction_texts(instruction_left, output_left)
             spans.append((len(texts), len(texts) + len(sample_texts or ())))
             if sample_texts is None:
                 whole.append(index)
@@ -170,11 +175,10 @@ class SampleLengths:
         stands on either side of each Part (see `_interior`)."""
         pieces = list(spliced.pieces)
         tokens = 0
-        for slot, (start, end, n_tokens) in zip(spliced.slots, spliced.parts):
-            if end > start:
-                text = pieces[slot]
-                pieces[slot] = text[:start] + text[end:]
-                tokens += n_tokens
+        for slot, (start, end, n_tokens) in zip(spliced.slots, spliced.parts):  # NO_PART cuts out nothing
+            text = pieces[slot]
+            pieces[slot] = text[:start] + text[end:]
+            tokens += n_tokens
         left = "".join(pieces)
         return (left.strip() if self.template.shape.trims else left), tokens
 
@@ -192,7 +196,16 @@ class SampleLengths:
             layouts = [(before, 0, self._fixed(shape.between[:first])), (self._fixed(shape.between[last:]), 1, after)]
         else:
             layouts = [(before, 0, self._fixed(shape.between), 1, after)]
-        return _Junctions(sum(counter.count(fixed)) + shape.end_tokens, layouts)
+        patterns = None if counter.matches_added else [_pattern(layout) for layout in layouts]
+        return _Junctions(sum(counter.count(fixed)) + shape.end_tokens, layouts, patterns)
 
     def _fixed(self, text: str) -> _Fixed:
         return _Fixed(text, self.counter.added_spans(text))
+
+
+def _pattern(layout: tuple[_Fixed | int, ...]) -> str:
+    """A junction's layout as a str.format pattern of (instruction, output)."""
+    return "".join(
+        f"{{{element}}}" if isinstance(element, int) else element.text.replace("{", "{{").replace("}", "}}")
+        for element in layout
+    )

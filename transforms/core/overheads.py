@@ -25,10 +25,15 @@ _JOINS = 2  # a token where a record's instruction, and its response, meet what 
 
 
 class Costs(NamedTuple):
-    """What a sample of one look adds: once per sample, and per record."""
+    """What a sample of one look adds to its records' own lengths (each counted as a plain sample,
+    with the length template around it): once per sample, and per record."""
 
     fixed: int
     per_record: int
+
+    def estimate(self, record_tokens: int, count: int) -> int:
+        """Upper estimate of `count` records composed in the look, given the sum of their own lengths."""
+        return record_tokens + self.fixed + self.per_record * count
 
 
 @dataclass(frozen=True)
@@ -42,9 +47,10 @@ class Overheads:
     number: int = 0  # a number the meta-instruction lists, with its separator
 
     def costs(self, look: Look) -> Costs:
+        # The records' own lengths count the template once each, the sample once in all.
         texts = self.texts
         if look.kind == "primary":
-            return Costs(0, texts.get(PRIMARY_SEPARATOR, 0))
+            return Costs(self.template, texts.get(PRIMARY_SEPARATOR, 0) - self.template)
         label = texts.get(look.label, 0)
         tags = self.tags.get((look.tag_style, look.tag_words), 0) if look.tag_style else 0
         per_record = 2 * label + tags + texts.get(look.separator, 0) + self.response_separator + _JOINS
@@ -58,10 +64,8 @@ class Overheads:
             phrasings += self.rule_phrasings.get(look.kind, 0)
             per_record += 2 * self.number
         # each meta-instruction with its separator and a token where they join
-        return Costs(phrasings + metas * (texts.get(look.meta_separator, 0) + 1), per_record)
-
-    def estimate(self, record_tokens: int, count: int, costs: Costs) -> int:
-        return record_tokens - (count - 1) * self.template + costs.fixed + costs.per_record * count
+        fixed = phrasings + metas * (texts.get(look.meta_separator, 0) + 1)
+        return Costs(fixed + self.template, per_record - self.template)
 
     @classmethod
     def measure(cls, lengths: SampleLengths, rules: Rules) -> Overheads:

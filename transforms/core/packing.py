@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from transforms.core.lengths import SampleLengths, Spliced
 from transforms.core.overheads import Overheads
-from transforms.core.randomness import HashStream
+from transforms.core.randomness import HashStream, StreamNames
 from transforms.core.records import Record, origin_order, prompt_of
 from transforms.core.rules import Rules
 from transforms.core.strategies import Composition, Look, compose_in, draw_look, primary
@@ -165,6 +165,7 @@ class _KeyPacking:
             packer.overheads,
         )
         self.records, self.epoch, self.key = records, epoch, key
+        self.stream_names = StreamNames(self.settings.seed, epoch, key)  # + (group, "size" or "compose")
         self.prompts = [m.prompt for m in records]
         self.prompt_parts = [m.prompt_part for m in records]
         self.streams: dict[int, HashStream] = {}  # group -> its compose stream
@@ -176,13 +177,13 @@ class _KeyPacking:
         start, group = 0, 0
         while start < len(self.records):
             plans = self._plan_window(start, group)
-            for (group, first, end), (composition, n_tokens) in zip(plans, self._counted(plans)):
-                shrunk = n_tokens > self.settings.max_length
-                if shrunk:
+            for (group, first, planned_end), (composition, n_tokens) in zip(plans, self._counted(plans)):
+                end = planned_end
+                if n_tokens > self.settings.max_length:
                     end, composition, n_tokens = self._shrink(group, first, end)
                 samples.append(self._sample(first, end, composition, n_tokens, group))
                 start, group = end, group + 1
-                if shrunk:
+                if end != planned_end:  # the window's later groups were planned from another start
                     break
         return samples
 
@@ -213,30 +214,30 @@ class _KeyPacking:
         the group's final form.
         """
         settings = self.settings
-        target = draw_group_size(
-            settings.wrap_mode, settings.wrap_max, HashStream(settings.seed, self.epoch, self.key, group, "size")
-        )
+        target = draw_group_size(settings.wrap_mode, settings.wrap_max, self.stream_names(group, "size"))
         if start + 1 == len(self.records) or target == 1:
             return _Span(group, start, start + 1)
         return _Span(group, start, self._grown_end(group, start, target))
 
     def _grown_end(self, group: int, start: int, target: int | None) -> int:
         """Where a group that may take a second record ends (see `_plan`)."""
-        settings, records = self.settings, self.records
+        records, max_length = self.records, self.settings.max_length
         look = self._look(group, single=False)
         costs = self.overheads.costs(look)
-        end, total = start + 1, records[start].n_tokens
-        while end < len(records) and (target is None or end - start < target):
-            candidate = total + records[end].n_tokens
-            if self.overheads.estimate(candidate, end - start + 1, costs) > settings.max_length:
-                if self._floor(look, start, end + 1) > settings.max_length:
+        last = len(records) if target is None else min(len(records), start + target)
+        # costs.estimate of records[start:end], as a running sum: fixed + each record's n_tokens + per_record.
+        end, estimate = start + 1, costs.fixed + records[start].n_tokens + costs.per_record
+        while end < last:
+            estimate += records[end].n_tokens + costs.per_record
+            if estimate > max_length:
+                if self._floor(look, start, end + 1) > max_length:
                     break
                 longer = _Span(group, start, end + 1)
                 [counted] = self._count_spans([longer])
-                if counted.n_tokens > settings.max_length:
+                if counted.n_tokens > max_length:
                     break
                 self.fitted[group] = (longer, counted)
-            end, total = end + 1, candidate
+            end += 1
         return end
 
     def _floor(self, look: Look, first: int, end: int) -> int:
@@ -264,7 +265,7 @@ class _KeyPacking:
         look = self.looks.get((group, single))
         if look is None:
             if group not in self.streams:
-                self.streams[group] = HashStream(self.settings.seed, self.epoch, self.key, group, "compose")
+                self.streams[group] = self.stream_names(group, "compose")
             look = draw_look(self.settings.strategy, self.rules, self.streams[group].restarted(), single)
             self.looks[group, single] = look
         return look

@@ -37,6 +37,25 @@ class RecordKeys:
         return int.from_bytes(value[:8], "big"), int.from_bytes(value[8:], "big")
 
 
+_UNIT = 2.0**-53
+_COUNTERS = [i.to_bytes(8, "big") for i in range(64)]  # a stream rarely draws more
+
+
+class StreamNames:
+    """The streams named (*prefix, *rest) for many `rest`: HashStream(*prefix, *rest), with the
+    prefix hashed in once (the streams of one key share its seed, epoch and key)."""
+
+    def __init__(self, *prefix: object):
+        self._prefix = hashlib.blake2b(_SEP.join(map(str, ("stream", *prefix, ""))).encode("utf-8"), digest_size=16)
+
+    def __call__(self, *rest: object) -> HashStream:
+        state = self._prefix.copy()
+        state.update(_SEP.join(map(str, rest)).encode("utf-8"))
+        stream = HashStream.__new__(HashStream)
+        stream._start(state.digest())
+        return stream
+
+
 class HashStream:
     """A reproducible stream of uniform draws, in counter mode over BLAKE2b.
 
@@ -44,9 +63,14 @@ class HashStream:
     version, which Python's Mersenne Twister does not promise for its derived methods.
     """
 
+    __slots__ = ("_counter", "_drawn", "_prefixed")
+
     def __init__(self, *name: object):
+        self._start(digest("stream", *name))
+
+    def _start(self, name_digest: bytes) -> None:
         # Draw i is BLAKE2b-64(prefix + i as 8 big-endian bytes); the prefix is hashed in once.
-        self._prefixed = hashlib.blake2b(digest("stream", *name), digest_size=8)
+        self._prefixed = hashlib.blake2b(name_digest, digest_size=8)
         self._drawn: list[int] = []  # draws made so far, shared with restarted copies
         self._counter = 0
 
@@ -65,18 +89,19 @@ class HashStream:
 
     def bits64(self) -> int:
         counter = self._counter
-        self._counter += 1
-        if counter < len(self._drawn):
-            return self._drawn[counter]
+        self._counter = counter + 1
+        drawn = self._drawn
+        if counter < len(drawn):
+            return drawn[counter]
         state = self._prefixed.copy()
-        state.update(counter.to_bytes(8, "big"))
+        state.update(_COUNTERS[counter] if counter < len(_COUNTERS) else counter.to_bytes(8, "big"))
         value = int.from_bytes(state.digest(), "big")
-        self._drawn.append(value)
+        drawn.append(value)
         return value
 
     def random(self) -> float:
         """Uniform in [0, 1)."""
-        return (self.bits64() >> 11) / float(2**53)
+        return (self.bits64() >> 11) * _UNIT  # exact: scaling by a power of two
 
     def uniform(self, low: float, high: float) -> float:
         return low + (high - low) * self.random()

@@ -39,24 +39,38 @@ FORMAT_KIND = {
 
 
 class Composition(NamedTuple):
-    instruction: str
-    output: str
     kind: str  # one of SAMPLE_KINDS
     rule: str | None
     response_order: tuple[int, ...]  # positions (0-based, instruction order) in response order
     masked: tuple[int, ...]  # positions whose responses are left out, ascending
-    # The pieces `instruction` and `output` are joined from, and where the records' own texts
-    # stand in them: prompt i is instruction_pieces[prompt_slots[i]], the j-th response shown
-    # is output_pieces[output_slots[j]]. Counting uses them to skip what it already knows.
+    # The pieces the instruction and the output are joined from, and where the records' own
+    # texts stand in them: prompt i is instruction_pieces[prompt_slots[i]], the j-th response
+    # shown is output_pieces[output_slots[j]]. Counting uses them to skip what it already knows;
+    # the texts are joined only for a sample that is kept.
     instruction_pieces: list[str]
     prompt_slots: list[int]
     output_pieces: list[str]
     output_slots: list[int]
 
+    @property
+    def instruction(self) -> str:
+        return "".join(self.instruction_pieces)
 
-@functools.lru_cache(maxsize=1 << 16)  # tag styles x words x cases x sizes: tens of thousands
+    @property
+    def output(self) -> str:
+        return "".join(self.output_pieces)
+
+
+_NUMBERED_AHEAD = 16  # labels and tags are formatted for this many numbers at once
+
+
 def numbered(template: str, count: int, word: str = "", end_word: str = "") -> tuple[str, ...]:
-    """A label or tag numbered 1..count: the few distinct ones are formatted once."""
+    """A label or tag numbered 1..count."""
+    return _numbered_from_one(template, word, end_word, max(count, _NUMBERED_AHEAD))[:count]
+
+
+@functools.lru_cache(maxsize=1 << 14)  # tag styles x words x cases: thousands
+def _numbered_from_one(template: str, word: str, end_word: str, count: int) -> tuple[str, ...]:
     return tuple(template.format(n=n, word=word, end_word=end_word) for n in range(1, count + 1))
 
 
@@ -137,8 +151,6 @@ def primary(prompts: Sequence[str], outputs: Sequence[str]) -> Composition:
     instruction_pieces, prompt_slots = _joined_with(PRIMARY_SEPARATOR, prompts)
     output_pieces, output_slots = _joined_with(PRIMARY_SEPARATOR, outputs)
     return Composition(
-        "".join(instruction_pieces),
-        "".join(output_pieces),
         "primary",
         None,
         tuple(range(len(prompts))),
@@ -192,7 +204,6 @@ class _Formatter:
         if rule is None:
             kind = "format"
         metas = ([] if look.bare else [self._format_phrasing()]) + ([rule_text] if rule_text else [])
-        # Long texts are copied once, by one join per field.
         instruction: list[str] = []
         after: list[str] = []
         for meta in metas:  # each stands before or after the list, drawn apart
@@ -205,8 +216,6 @@ class _Formatter:
         instruction += after
         responses, output_slots = self._responses(order)
         return Composition(
-            "".join(instruction),
-            "".join(responses),
             kind,
             rule,
             tuple(order),

@@ -120,6 +120,11 @@ class TokenCounter(Protocol):
         """(start, end) of each added token the tokenizer matches in the text, in order."""
         ...
 
+    @property
+    def matches_added(self) -> bool:
+        """Whether `added_spans` can find anything: False when the tokenizer reads every text as plain text."""
+        ...
+
 
 class QuicktokCounter:
     def __init__(self, encoding: str):
@@ -143,6 +148,8 @@ class QuicktokCounter:
 
     def added_spans(self, text: str) -> list[tuple[int, int]]:
         return []  # quicktok reads special-token strings as plain text
+
+    matches_added = False
 
 
 def _tokenizers_serial_after_fork() -> None:
@@ -212,6 +219,10 @@ class HuggingFaceCounter:
 
     def added_spans(self, text: str) -> list[tuple[int, int]]:
         return [match.span() for match in self._added.finditer(text)] if self._added else []
+
+    @property
+    def matches_added(self) -> bool:
+        return self._added is not None
 
     def anchors(self, piece: str) -> list[int]:
         """Cuts, and the starts of added tokens where each added token splits the text alone (see
