@@ -10,13 +10,12 @@ import apache_beam as beam
 from tests.e2e import read_jsonl, run_job
 from tests.shared_data import SHARED_DATA, require_shared
 from transforms.core.shards import ShardPlan
-from transforms.core.tokens import NO_PART
 from transforms.encoding import RowBatch, RowBatchCoder
 
 
 def test_row_batch_round_trips_and_is_decoded_only_when_read():
     rows = [
-        (f"r{i}", f"instruction é {i} " * 20, "", f"output {i} " * 30, f"f:{i}", 12, (1, 5, 3), NO_PART)
+        (f"r{i}", f"instruction é {i} " * 20, "", f"output {i} " * 30, f"f:{i}", 12, ("in", 3), ("output", 0))
         for i in range(3)
     ]
     coder = beam.coders.registry.get_coder(RowBatch)

@@ -216,10 +216,10 @@ def test_a_sample_whose_leftover_holds_an_added_token_is_counted_whole(llama3_st
     lengths = SampleLengths(counter, LengthTemplate("raw"))
     record = "_id then the cat sat on a|>"
     ((_, part, _),) = lengths.measure([(record, "ok")])
-    start, end, _ = part
+    left, _ = part
     pieces = ["<|eot", record, " done"]
     assert counter._added.search("".join(pieces)) is None
-    assert counter._added.search(pieces[0] + record[:start] + record[end:] + pieces[2])
+    assert counter._added.search(pieces[0] + left + pieces[2])
     instruction = Spliced(pieces, [1], [part])
     assert lengths.count_spliced([(instruction, Spliced(["ok"], [], []))]) == lengths.count([("".join(pieces), "ok")])
 

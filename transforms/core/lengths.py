@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from transforms.core.templates import LENGTH_TEMPLATES, LengthTemplateError, Shape, template_shape
-from transforms.core.tokens import DEFAULT_TOKENIZER, NO_PART, Part, TokenCounter
+from transforms.core.tokens import DEFAULT_TOKENIZER, Part, TokenCounter
 
 __all__ = ["LENGTH_TEMPLATES", "LengthTemplate", "LengthTemplateError", "SampleLengths", "Spliced"]
 
@@ -95,7 +95,13 @@ class SampleLengths:
             text[cut[0] : cut[1]] for pair, pair_cuts in zip(pairs, cuts) for text, cut in zip(pair, pair_cuts) if cut
         ]
         inner_counts = iter(self.counter.count(inner))
-        parts = [tuple((*cut, next(inner_counts)) if cut else NO_PART for cut in pair_cuts) for pair_cuts in cuts]
+        parts = [
+            tuple(
+                (text[: cut[0]] + text[cut[1] :], next(inner_counts)) if cut else (text, 0)
+                for text, cut in zip(pair, pair_cuts)
+            )
+            for pair, pair_cuts in zip(pairs, cuts)
+        ]
         items = [
             (Spliced((prompt,), (0,), (part_p,)), Spliced((output,), (0,), (part_o,)))
             for (prompt, output), (part_p, part_o) in zip(pairs, parts)
@@ -175,9 +181,8 @@ class SampleLengths:
         stands on either side of each Part (see `_interior`)."""
         pieces = list(spliced.pieces)
         tokens = 0
-        for slot, (start, end, n_tokens) in zip(spliced.slots, spliced.parts):  # NO_PART cuts out nothing
-            text = pieces[slot]
-            pieces[slot] = text[:start] + text[end:]
+        for slot, (left, n_tokens) in zip(spliced.slots, spliced.parts):
+            pieces[slot] = left
             tokens += n_tokens
         left = "".join(pieces)
         return (left.strip() if self.template.shape.trims else left), tokens

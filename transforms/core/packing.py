@@ -25,7 +25,7 @@ from transforms.core.randomness import HashStream, StreamNames
 from transforms.core.records import Record, origin_order, prompt_of
 from transforms.core.rules import Rules
 from transforms.core.strategies import Composition, Look, compose_in, draw_look, primary
-from transforms.core.tokens import NO_PART, Part
+from transforms.core.tokens import Part
 from transforms.core.wrap import draw_group_size
 
 _WINDOW = 64  # groups composed and counted per tokenizer call
@@ -46,11 +46,14 @@ class Measured(NamedTuple):
     output: str
     origin: str
     n_tokens: int
-    prompt_part: Part = NO_PART
-    output_part: Part = NO_PART
+    prompt_part: Part
+    output_part: Part
 
     @classmethod
-    def of(cls, record: Record, n_tokens: int, prompt_part: Part = NO_PART, output_part: Part = NO_PART) -> Measured:
+    def of(
+        cls, record: Record, n_tokens: int, prompt_part: Part | None = None, output_part: Part | None = None
+    ) -> Measured:
+        """Without Parts, samples holding the record count all of its text."""
         return cls(
             record.id,
             record.instruction,
@@ -58,8 +61,8 @@ class Measured(NamedTuple):
             record.output,
             record.origin,
             n_tokens,
-            prompt_part,
-            output_part,
+            prompt_part or (record.prompt, 0),
+            output_part or (record.output, 0),
         )
 
     @property
@@ -245,9 +248,9 @@ class _KeyPacking:
         the records' Parts its sample holds (every instruction's; every response's unless maskout may
         leave some out)."""
         taken = self.records[first:end]
-        floor = sum(m.prompt_part[2] for m in taken)
+        floor = sum(m.prompt_part[1] for m in taken)
         if look.kind != "maskout":
-            floor += sum(m.output_part[2] for m in taken)
+            floor += sum(m.output_part[1] for m in taken)
         return floor
 
     def _count_spans(self, spans: Sequence[_Span]) -> list[_Counted]:

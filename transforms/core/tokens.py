@@ -60,10 +60,10 @@ class TokenizerSpecError(ValueError):
     """A --tokenizer value that cannot be loaded; the message says why."""
 
 
-# (start, end, n_tokens): text[start:end] holds n_tokens tokens wherever the text is placed,
-# and start and end are cuts. NO_PART when the text has no two cuts.
-Part = tuple[int, int, int]
-NO_PART: Part = (0, 0, 0)
+# (left, n_tokens) of a text: its interior, from its first cut to its last, holds n_tokens tokens
+# wherever the text is placed; left is the text with the interior cut out. (text, 0) for a text
+# with no interior (fewer than two cuts).
+Part = tuple[str, int]
 
 
 @dataclass(frozen=True)
