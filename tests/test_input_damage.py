@@ -4,12 +4,15 @@ names it, after the records read before the damage; nothing raises and nothing i
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.cli import main
 from transforms import read
@@ -225,6 +228,17 @@ def test_a_huge_line_is_rejected_alone(tmp_path):
     items = list(read_file(str(path)))
     assert [i.id if isinstance(i, Record) else i.reason for i in items] == ["huge.jsonl:0", "too_large", "huge.jsonl:2"]
     assert len(items[1].record) <= 200
+
+
+@given(
+    data=st.binary(max_size=300).map(lambda raw: raw.translate(bytes.maketrans(b"\x00\x01", b"\r\n"))),
+    cuts=st.lists(st.integers(0, 300), max_size=8),
+)
+def test_split_lines_splits_as_splitlines_however_the_bytes_come_in_chunks(data, cuts):
+    """Every line end ("\n", "\r\n", a lone "\r") ends a line, also where a chunk ends inside "\r\n"."""
+    bounds = [0, *sorted(cut for cut in cuts if cut < len(data)), len(data)]
+    chunks = [data[start:end] for start, end in itertools.pairwise(bounds)]
+    assert list(split_lines(chunks)) == data.splitlines()
 
 
 def test_split_lines_holds_no_more_than_the_head_of_a_long_line():

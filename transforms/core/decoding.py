@@ -39,14 +39,14 @@ def input_labels(paths: Sequence[str]) -> dict[str, str]:
 def parse_line(line: str, file_name: str, index: int, fields: FieldMap = DEFAULT_FIELDS) -> Record | Rejection:
     """Parses one JSONL line (or any JSON text holding one record)."""
     origin = origin_of(file_name, index)
-    if too_deep(line):
-        return Rejection(origin, "too_deeply_nested", NESTING_DETAIL, line)
     try:
         obj = json.loads(line)
     except RecursionError:
         return Rejection(origin, "too_deeply_nested", NESTING_DETAIL, line)
     except ValueError as err:
         return Rejection(origin, "malformed_json", f"invalid JSON: {err}", line)
+    if too_deep(obj):
+        return Rejection(origin, "too_deeply_nested", NESTING_DETAIL, line)
     return parse_object(obj, file_name, index, raw=line, fields=fields)
 
 
@@ -66,12 +66,21 @@ def _bracket_depths(text: str, start: int, end: int) -> Iterator[tuple[int, int]
             yield depth, match.end()
 
 
-def too_deep(text: str, start: int = 0, end: int | None = None) -> bool:
-    """Whether the JSON text nests deeper than MAX_NESTING (counted outside strings)."""
-    end = len(text) if end is None else end
-    if text.count("[", start, end) + text.count("{", start, end) <= MAX_NESTING:
-        return False
-    return any(depth > MAX_NESTING for depth, _ in _bracket_depths(text, start, end))
+def too_deep(value: object) -> bool:
+    """Whether a decoded JSON value nests arrays and objects deeper than MAX_NESTING. Checked on the
+    value, not the text, so that long strings are not scanned again; without recursion, since a
+    value the decoder's recursion limit let through may still nest hundreds of levels."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    for _ in range(MAX_NESTING):
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, (dict, list))
+        ]
+        if not level:
+            return False
+    return True
 
 
 def value_end(text: str, start: int) -> int | None:
@@ -97,19 +106,33 @@ def split_lines(chunks: Iterable[bytes], limit: int = MAX_RECORD_BYTES) -> Itera
         if after_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]  # the "\n" of a "\r\n" cut between two chunks
         after_cr = chunk.endswith(b"\r")
-        for piece in chunk.splitlines(keepends=True):
-            body = piece.rstrip(b"\r\n")
+        for body, ended in _pieces(chunk):
             if size + len(body) <= limit:
                 parts.append(body)
             elif size <= limit:  # the line goes over the limit here: only its head is kept
                 parts = [b"".join([*parts, body])[:EXCERPT_CHARS]]
             size += len(body)
             in_line = True
-            if len(body) < len(piece):
+            if ended:
                 yield _line(parts, size, limit)
                 parts, size, in_line = [], 0, False
     if in_line:
         yield _line(parts, size, limit)
+
+
+def _pieces(chunk: bytes) -> Iterator[tuple[bytes, bool]]:
+    """(text, whether a line end follows it) for each piece of a chunk between line ends."""
+    if b"\r" in chunk:
+        for piece in chunk.splitlines(keepends=True):
+            body = piece.rstrip(b"\r\n")
+            yield body, len(body) < len(piece)
+        return
+    start = 0  # where "\n" is the only line end, find (memchr) beats splitlines several times over
+    while (end := chunk.find(b"\n", start)) >= 0:
+        yield chunk[start:end], True
+        start = end + 1
+    if start < len(chunk):
+        yield chunk[start:], False
 
 
 def _line(parts: list[bytes], size: int, limit: int) -> bytes | LongLine:
@@ -231,7 +254,7 @@ def _element(
     if end - position > MAX_RECORD_BYTES:
         detail = f"the element holds {end - position:,} characters, over the limit of {MAX_RECORD_BYTES:,}"
         return Rejection(origin, "too_large", detail, text[position : position + EXCERPT_CHARS]), end, ""
-    if too_deep(text, position, end):
+    if too_deep(obj):
         return (
             Rejection(origin, "too_deeply_nested", NESTING_DETAIL, text[position : position + EXCERPT_CHARS]),
             end,

@@ -61,8 +61,15 @@ class Rule:
     applies: Callable[[Sequence[str]], bool] = _always
     placeholders: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
-    def usable(self, texts: Sequence[str], numbered: bool) -> bool:
-        return (numbered or not self.needs_numbers) and self.applies(texts)
+    def usable(self, texts: Sequence[str], numbered: bool, verdicts: dict[Callable, bool]) -> bool:
+        """Whether the rule can be drawn for these instructions; `verdicts` holds the `applies`
+        answers already given for them, as rules share conditions."""
+        if self.needs_numbers and not numbered:
+            return False
+        verdict = verdicts.get(self.applies)
+        if verdict is None:
+            verdict = verdicts[self.applies] = self.applies(texts)
+        return verdict
 
 
 @dataclass(frozen=True, kw_only=True)

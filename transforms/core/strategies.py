@@ -8,7 +8,7 @@ how that is phrased.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 from transforms.core.randomness import HashStream
@@ -252,7 +252,8 @@ class _Formatter:
         return pieces, slots
 
     def _draw_rule(self, table: Mapping[str, object]) -> str | None:
-        usable = [rule for rule in table if RULES[rule].usable(self.prompts, bool(self.look.label))]
+        verdicts: dict[Callable, bool] = {}
+        usable = [rule for rule in table if RULES[rule].usable(self.prompts, bool(self.look.label), verdicts)]
         return self.stream.choice(usable) if usable else None
 
     def _format_phrasing(self) -> str:
