@@ -86,9 +86,15 @@ def _sharegpt_problems(row: dict, entry: dict) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def offline_datasets(tmp_path, monkeypatch):
+    """No downloads, and a cache of the test's own: `datasets` reads its settings when imported, so they
+    are set on `datasets.config` too. (A shared cache served a folder's earlier samples: its key is
+    the folder name and configs, not the files' contents.)"""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
 
 
 def write_input(directory: Path) -> Path:

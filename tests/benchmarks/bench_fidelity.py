@@ -3,7 +3,7 @@
     .venv/bin/python tests/benchmarks/bench_fidelity.py [--tree DIR]
 
 Runs alpaca_en_demo.json with the Llama-2 tokenizer, budget 2,000, 4 epochs, uniform/10, strategy both,
-for seeds 0-2 (the setting of the README's side-by-side table), and prints per seed the number of samples,
+for seeds 0-2 (the setting of the README's side-by-side table; `--seeds` for others), and prints per seed the number of samples,
 the mean group size, the share of groups of 8, 9 and 10 records, and the samples of 1,800 tokens or more.
 `--tree` runs another checkout of the project (for a before/after comparison).
 """
@@ -29,6 +29,7 @@ def measure(tree: Path, seed: int, output: Path) -> str:
     subprocess.run(
         [sys.executable, "-m", "pipeline", *argv],
         env={**os.environ, "PYTHONPATH": str(tree)},
+        cwd=tree,  # `-m` puts the working directory first on the path, before PYTHONPATH
         check=True,
         capture_output=True,
     )
@@ -44,9 +45,10 @@ def measure(tree: Path, seed: int, output: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", type=Path, default=ROOT, help="Checkout of the project to run.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds to run (default: 0 1 2).")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        for seed in (0, 1, 2):
+        for seed in args.seeds:
             print(measure(args.tree.resolve(), seed, Path(scratch) / f"seed-{seed}"), flush=True)
 
 

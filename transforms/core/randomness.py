@@ -7,6 +7,7 @@ draw is a pure function of the seed, the epoch and the key it belongs to.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import MutableSequence, Sequence
 from typing import TypeVar
 
@@ -38,7 +39,8 @@ class RecordKeys:
 
 
 _UNIT = 2.0**-53
-_COUNTERS = [i.to_bytes(8, "big") for i in range(64)]  # a stream rarely draws more
+_BLOCK = struct.Struct(">8Q")  # one BLAKE2b-512 digest: eight 64-bit draws
+_BLOCK_NUMBERS = [i.to_bytes(8, "big") for i in range(16)]  # a stream rarely draws more than 128
 
 
 class StreamNames:
@@ -61,6 +63,8 @@ class HashStream:
 
     The stream of (seed, epoch, key, group) is the same on every machine and Python
     version, which Python's Mersenne Twister does not promise for its derived methods.
+    Draws come in blocks of eight: block b is BLAKE2b-512(prefix + b as 8 big-endian bytes),
+    read as eight big-endian 64-bit draws, so one hash serves eight draws.
     """
 
     __slots__ = ("_counter", "_drawn", "_prefixed")
@@ -69,9 +73,8 @@ class HashStream:
         self._start(digest("stream", *name))
 
     def _start(self, name_digest: bytes) -> None:
-        # Draw i is BLAKE2b-64(prefix + i as 8 big-endian bytes); the prefix is hashed in once.
-        self._prefixed = hashlib.blake2b(name_digest, digest_size=8)
-        self._drawn: list[int] = []  # draws made so far, shared with restarted copies
+        self._prefixed = hashlib.blake2b(name_digest, digest_size=64)  # the prefix, hashed in once
+        self._drawn: list[int] = []  # the blocks hashed so far, shared with restarted copies
         self._counter = 0
 
     @property
@@ -80,9 +83,7 @@ class HashStream:
         return self._counter
 
     def restarted(self, at: int = 0) -> HashStream:
-        """The same stream from draw `at` (its first by default); draws already made are not hashed again."""
-        if at > len(self._drawn):
-            raise ValueError("a stream restarts at a draw already made, or its first")
+        """The same stream from draw `at` (its first by default); blocks already hashed are not hashed again."""
         again = HashStream.__new__(HashStream)
         again._prefixed, again._drawn, again._counter = self._prefixed, self._drawn, at
         return again
@@ -91,13 +92,12 @@ class HashStream:
         counter = self._counter
         self._counter = counter + 1
         drawn = self._drawn
-        if counter < len(drawn):
-            return drawn[counter]
-        state = self._prefixed.copy()
-        state.update(_COUNTERS[counter] if counter < len(_COUNTERS) else counter.to_bytes(8, "big"))
-        value = int.from_bytes(state.digest(), "big")
-        drawn.append(value)
-        return value
+        while counter >= len(drawn):
+            block = len(drawn) >> 3
+            state = self._prefixed.copy()
+            state.update(_BLOCK_NUMBERS[block] if block < len(_BLOCK_NUMBERS) else block.to_bytes(8, "big"))
+            drawn += _BLOCK.unpack(state.digest())
+        return drawn[counter]
 
     def random(self) -> float:
         """Uniform in [0, 1)."""
