@@ -70,10 +70,10 @@ def test_quiet_runs_log_no_progress(tmp_path, caplog):
 
 @pytest.mark.skipif(not ALPACA.exists(), reason="needs ../shared/data (the project's shared test data)")
 def test_an_in_memory_run_logs_growing_counts_that_end_at_the_manifest_numbers(tmp_path, caplog):
-    pipeline = _mosaic_pipeline(tmp_path, "--epochs=2")
+    pipeline = _mosaic_pipeline(tmp_path, "--epochs=4")  # long enough for several reports, however fast
     before = progress.TALLY.snapshot()
     with caplog.at_level(logging.INFO, logger=progress.LOGGER.name):
-        progress.run_with_progress(pipeline, local_every_s=0.05)
+        progress.run_with_progress(pipeline, local_every_s=0.005)
     counts = _progress_counts(caplog)
     assert len(counts) >= 3
     assert all(later >= earlier for earlier, later in itertools.pairwise(counts))  # counts never go back
