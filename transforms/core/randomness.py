@@ -74,7 +74,7 @@ class HashStream:
 
     def _start(self, name_digest: bytes) -> None:
         self._prefixed = hashlib.blake2b(name_digest, digest_size=64)  # the prefix, hashed in once
-        self._drawn: list[int] = []  # the blocks hashed so far, shared with restarted copies
+        self._drawn: list[int] = []  # the draws of the blocks hashed so far, shared with restarted copies
         self._counter = 0
 
     @property
